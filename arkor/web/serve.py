@@ -1,0 +1,69 @@
+"""Serving an ASGI app on hypercorn's trio worker with the settings an object store needs.
+
+STACK-NOTES: keep-alive must outlast httpx's 5 s pool expiry (else connection-reuse races), and
+Quart's RESPONSE_TIMEOUT / MAX_CONTENT_LENGTH must be off for streamed bodies (see `quart_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from arkor.config import HttpConfig
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(http: HttpConfig, bind: str) -> HypercornConfig:
+    """`bind` is ``host:port`` or ``fd://N`` (an inherited listening socket for worker processes)."""
+    cfg = HypercornConfig()
+    cfg.bind = [bind]
+    cfg.keep_alive_timeout = float(http.keepAliveTimeout)
+    cfg.keep_alive_max_requests = 100_000
+    cfg.h11_max_incomplete_size = int(http.maxHeaderBytes)
+    cfg.graceful_timeout = 5.0
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    if http.listenMode == "https":
+        cfg.certfile = http.httpsCertFile
+        cfg.keyfile = http.httpsKeyFile
+    return cfg
+
+
+def url_scheme(http: HttpConfig) -> str:
+    return "https" if http.listenMode == "https" else "http"
+
+
+async def serve_app(
+    app: Any,
+    http: HttpConfig,
+    bind: str,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled (or `shutdown_trigger` returns); `task_status` gets the bound URLs."""
+    cfg = hypercorn_config(http, bind)
+    log.info("listening on %s (%s)", bind, http.listenMode)
+    await hypercorn_serve(app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status)
+
+
+def quart_app(name: str) -> Any:
+    """A QuartTrio app with the body limits and response timeout that break streaming turned off.
+
+    The data path does not go through Quart's body at all (see `arkor.web.asgi`); these settings
+    keep the control-plane routes from truncating or rejecting what they legitimately serve.
+    """
+    from quart_trio import QuartTrio
+
+    app = QuartTrio(name)
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # control-plane JSON only
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    return app

@@ -1,0 +1,146 @@
+"""Real `arkor` processes for tests: start on free loopback ports, wait until ready, kill, restart.
+
+Every role answers ``GET /healthz`` with 200 once it serves; `ArkorProcess.start` waits for that.
+Processes are started in their own session so SIGKILL takes the whole role at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARKOR = [sys.executable, "-m", "arkor.cli"]
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class ArkorProcess:
+    """One `arkor <role>` subprocess; `url` is its HTTP base URL."""
+
+    def __init__(
+        self,
+        role: str,
+        config_path: Path,
+        port: int,
+        *,
+        log_path: Path,
+        overrides: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.role = role
+        self.config_path = config_path
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.overrides = overrides or []
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, *, wait: float = 20.0) -> ArkorProcess:
+        args = [*ARKOR, self.role, "--config", str(self.config_path)]
+        for item in self.overrides:
+            args += ["--set", item]
+        env = {**os.environ, **(self.env or {})}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready(wait)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0, path: str = "/healthz") -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"arkor {self.role} exited with {self.proc.returncode}:\n{self.tail_log()}"
+                )
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"arkor {self.role} not ready on {self.url}: {last}\n{self.tail_log()}")
+
+    def tail_log(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the process group: no cleanup, as in a crash or power loss of the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait (graceful shutdown); SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def restart(self, *, wait: float = 20.0) -> ArkorProcess:
+        self.kill()
+        return self.start(wait=wait)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process (and its children), via psutil."""
+        import psutil
+
+        assert self.proc is not None
+        parent = psutil.Process(self.proc.pid)
+        total = parent.memory_info().rss
+        for child in parent.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+
+def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120.0) -> subprocess.CompletedProcess[bytes]:
+    """Run `arkor ARGS...` to completion and capture its output."""
+    return subprocess.run(
+        [*ARKOR, *args], cwd=REPO_ROOT, input=input, capture_output=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
