@@ -1,0 +1,292 @@
+"""Object operations on top of the transfer engine and the registry: what the HTTP routes, the Git
+LFS routes and the SDK share.
+
+An object becomes visible only through `registry.commit_object`, after every fragment is durable on
+every replica and the digests have been checked; any failure before that hands the fragments to the
+reclaim queue, so a failed PUT leaves nothing visible and nothing that is not reclaimed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
+from arkor.config import Config
+from arkor.errors import ArkorError, BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
+from arkor.model import ObjectRecord, PartInfo
+from arkor.names import check_bucket, check_object_key
+from arkor.transfer.contracts import Registry
+from arkor.transfer.engine import TransferEngine, UploadResult
+from arkor.transfer.placement import ReplicaFactory
+
+log = logging.getLogger(__name__)
+
+MAX_PART_NUMBER = 10_000
+
+
+class BadDigest(BadRequest):
+    """The Content-MD5 does not match the body."""
+
+    code = "bad_digest"
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3-style ETag of a multipart object: md5(concat(binary part md5s)) + "-N"."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(e) for e in part_etags)).hexdigest()
+    return f"{digest}-{len(part_etags)}"
+
+
+class ObjectService:
+    """PUT / GET / HEAD / DELETE / copy / multipart, independent of HTTP."""
+
+    def __init__(self, config: Config, registry: Registry, replica_factory: ReplicaFactory) -> None:
+        self.config = config
+        self.registry = registry
+        oc = config.object
+        self.engine = TransferEngine(
+            registry,
+            replica_factory,
+            fragment_size=int(oc.fragmentSize),
+            in_flight=oc.inFlightFragments,
+            read_ahead=oc.readAhead,
+            replica_timeout=float(oc.replicaTimeout),
+            fragment_retries=oc.fragmentRetries,
+        )
+        self.max_object_size = int(oc.maxObjectSize)
+
+    # --- writes ---------------------------------------------------------------------------------
+    async def _upload(
+        self,
+        body: AsyncIterable[bytes],
+        *,
+        size: int | None,
+        content_md5: bytes | None,
+        sha256: str | None,
+    ) -> UploadResult:
+        """Upload and check length and digests; on a mismatch the fragments are discarded."""
+        if size is not None and size > self.max_object_size:
+            raise PayloadTooLarge(f"object of {size} bytes exceeds the limit of {self.max_object_size}")
+        result = await self.engine.upload(body, want_sha256=sha256 is not None)
+        problem: ArkorError | None = None
+        if size is not None and result.size != size:
+            problem = BadRequest(
+                f"body has {result.size} bytes, the declared size is {size}", code="incomplete_body"
+            )
+        elif content_md5 is not None and result.md5 != content_md5:
+            problem = BadDigest("Content-MD5 does not match the body; nothing was stored")
+        elif sha256 is not None and result.sha256 != sha256.lower():
+            problem = Unprocessable(
+                f"SHA-256 of the body is {result.sha256}, expected {sha256.lower()}",
+                code="checksum_mismatch",
+            )
+        if problem is not None:
+            await self.engine.discard(result.fragments)
+            raise problem
+        return result
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        *,
+        size: int | None,
+        content_type: str,
+        metadata: dict[str, str],
+        content_md5: bytes | None = None,
+        sha256: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectRecord:
+        """Store an object; visible only after all fragments are durable and the commit succeeds."""
+        check_bucket(bucket)
+        check_object_key(key)
+        if if_none_match or if_match is not None:
+            await self._precheck(bucket, key, if_match=if_match, if_none_match=if_none_match)
+        result = await self._upload(body, size=size, content_md5=content_md5, sha256=sha256)
+        now = time.time()
+        record = ObjectRecord(
+            bucket=bucket,
+            key=key,
+            size=result.size,
+            etag=result.md5.hex(),
+            content_type=content_type or "application/octet-stream",
+            metadata=dict(metadata),
+            created=now,
+            modified=now,
+            fragments=result.fragments,
+        )
+        return await self._commit(record, if_match=if_match, if_none_match=if_none_match)
+
+    async def _precheck(
+        self, bucket: str, key: str, *, if_match: str | None, if_none_match: bool
+    ) -> None:
+        """Fail fast before reading a body that could not be committed (the commit re-checks)."""
+        try:
+            current: ObjectRecord | None = await self.registry.get_object(bucket, key)
+        except ArkorError as exc:
+            if exc.status != 404:
+                raise
+            current = None
+        if if_none_match and current is not None:
+            raise PreconditionFailed(f"{bucket}/{key} already exists (If-None-Match: *)")
+        if if_match is not None and (current is None or not etag_matches(if_match, current.etag)):
+            raise PreconditionFailed(f"{bucket}/{key} does not match If-Match {if_match}")
+
+    async def _commit(
+        self, record: ObjectRecord, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> ObjectRecord:
+        try:
+            return await self.registry.commit_object(
+                record, if_match=_strip_etag(if_match), if_none_match=if_none_match
+            )
+        except ArkorError as exc:
+            # A definite refusal: the fragments will never be referenced. (412 is queued for
+            # reclaim by the registry itself; an unknown outcome is left to the orphan reaper, since
+            # the commit may have happened.)
+            if exc.status < 500 and exc.status != 412:
+                await self.engine.discard(record.fragments)
+            raise
+        except BaseException:
+            raise
+
+    async def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectRecord:
+        """Server-side copy: the data is re-stored as new fragments (no shared needles, so the
+        reclaim of one object never touches the other)."""
+        check_bucket(bucket)
+        check_object_key(key)
+        source = await self.head(src_bucket, src_key)
+        if if_none_match:
+            await self._precheck(bucket, key, if_match=None, if_none_match=True)
+        reader = self.open_read(source, 0, source.size - 1)
+        try:
+            result = await self._upload(reader, size=source.size, content_md5=None, sha256=None)
+        finally:
+            await reader.aclose()
+        if result.md5.hex() != source.etag.split("-")[0] and "-" not in source.etag:
+            await self.engine.discard(result.fragments)
+            raise ArkorError("copy produced different content", code="internal_error")
+        now = time.time()
+        record = ObjectRecord(
+            bucket=bucket,
+            key=key,
+            size=result.size,
+            etag=source.etag,
+            content_type=content_type or source.content_type,
+            metadata=dict(source.metadata if metadata is None else metadata),
+            created=now,
+            modified=now,
+            fragments=result.fragments,
+        )
+        return await self._commit(record, if_none_match=if_none_match)
+
+    # --- reads ----------------------------------------------------------------------------------
+    async def head(self, bucket: str, key: str) -> ObjectRecord:
+        check_bucket(bucket)
+        check_object_key(key)
+        return await self.registry.get_object(bucket, key)
+
+    def open_read(self, record: ObjectRecord, start: int, end_inclusive: int) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end_inclusive] with read-ahead and replica failover.
+
+        Returns a `FragmentReader`: iterate it in one task and `aclose()` it when done."""
+        if record.size == 0 or end_inclusive < start:
+            return _empty()
+        return self.engine.read(record.fragments, start, end_inclusive)
+
+    async def delete(self, bucket: str, key: str) -> ObjectRecord:
+        check_bucket(bucket)
+        check_object_key(key)
+        return await self.registry.delete_object(bucket, key)
+
+    # --- multipart ------------------------------------------------------------------------------
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: AsyncIterable[bytes],
+        *,
+        size: int | None,
+        content_md5: bytes | None = None,
+    ) -> PartInfo:
+        if not 1 <= part_number <= MAX_PART_NUMBER:
+            raise BadRequest(f"partNumber must be 1-{MAX_PART_NUMBER}", code="invalid_part")
+        upload = await self.registry.get_multipart(upload_id)
+        if (upload.bucket, upload.key) != (bucket, key):
+            raise ArkorError(
+                f"upload {upload_id} is not for {bucket}/{key}", code="no_such_upload", status=404
+            )
+        result = await self._upload(body, size=size, content_md5=content_md5, sha256=None)
+        part = PartInfo(
+            part_number=part_number,
+            size=result.size,
+            etag=result.md5.hex(),
+            fragments=result.fragments,
+            modified=time.time(),
+        )
+        try:
+            await self.registry.put_part(upload_id, part)
+        except ArkorError as exc:
+            if exc.status < 500:
+                await self.engine.discard(result.fragments)
+            raise
+        return part
+
+    async def complete_multipart(
+        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectRecord:
+        if not parts:
+            raise BadRequest("a multipart upload needs at least one part", code="invalid_part")
+        numbers = [n for n, _ in parts]
+        if numbers != sorted(set(numbers)):
+            raise BadRequest("parts must be listed in ascending order, once each", code="invalid_part")
+        upload = await self.registry.get_multipart(upload_id)
+        if (upload.bucket, upload.key) != (bucket, key):
+            raise ArkorError(
+                f"upload {upload_id} is not for {bucket}/{key}", code="no_such_upload", status=404
+            )
+        etags = [_strip_etag(e) or "" for _, e in parts]
+        try:
+            etag = multipart_etag(etags)
+        except ValueError:
+            raise BadRequest("part ETags must be hex MD5 digests", code="invalid_part") from None
+        return await self.registry.complete_multipart(
+            upload_id, [(n, e) for (n, _), e in zip(parts, etags, strict=True)], etag=etag
+        )
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def _strip_etag(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """True when an If-Match / If-None-Match header value names `etag` (or is `*`)."""
+    for item in header.split(","):
+        item = item.strip()
+        if item == "*" or _strip_etag(item) == etag:
+            return True
+    return False

@@ -1,0 +1,101 @@
+"""A bounded, ordered, concurrent map: the shape of both the PUT fan-out and the GET read-ahead.
+
+`run_ordered(source, fn, limit=N, sink=...)` calls `fn(index, item)` for up to N items at once and
+hands the results to `sink` strictly in source order. A slot is taken BEFORE the next item is pulled
+from `source` and given back only after `sink` has consumed the result, so at most N items (pulled,
+in progress or finished-but-waiting) exist at any time: memory is bounded by N x item size.
+
+Everything runs in one nursery inside the call (no tasks outlive it); the first failure cancels the
+rest and is re-raised as itself (not wrapped in an ExceptionGroup), so callers can `except` it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Slot(Generic[R]):
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+
+
+def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The most meaningful leaf of an exception group: the first that is not `trio.Cancelled`."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            return leaf
+    return leaves[0]
+
+
+async def run_ordered(
+    source: AsyncIterable[T],
+    fn: Callable[[int, T], Awaitable[R]],
+    *,
+    limit: int,
+    sink: Callable[[R], Awaitable[None]],
+) -> int:
+    """Map `fn` over `source` with at most `limit` items alive; returns the number of items."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    slots = trio.Semaphore(limit)
+    send, recv = trio.open_memory_channel[_Slot[R]](limit)
+    count = 0
+
+    async def run_one(slot: _Slot[R], index: int, item: T) -> None:
+        slot.value = await fn(index, item)
+        slot.done.set()
+
+    async def produce(nursery: trio.Nursery) -> None:
+        nonlocal count
+        async with send:
+            iterator = source.__aiter__()
+            closer = aclosing(iterator) if hasattr(iterator, "aclose") else None
+            if closer is not None:
+                await closer.__aenter__()
+            try:
+                while True:
+                    await slots.acquire()
+                    try:
+                        item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        slots.release()
+                        return
+                    slot: _Slot[R] = _Slot()
+                    nursery.start_soon(run_one, slot, count, item)
+                    count += 1
+                    await send.send(slot)
+            finally:
+                if closer is not None:
+                    with trio.CancelScope(shield=True):
+                        await closer.__aexit__(None, None, None)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce, nursery)
+            async with recv:
+                async for slot in recv:
+                    await slot.done.wait()
+                    value, slot.value = slot.value, None
+                    await sink(value)
+                    slots.release()
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    return count
