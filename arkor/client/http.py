@@ -1,0 +1,196 @@
+"""One pooled httpx connection set to an object server, with retries, timeouts and typed errors.
+
+Every request goes through `Transport.request` (whole response) or `Transport.stream` (body read
+by the caller). Connection failures and 5xx answers are retried with backoff and jitter
+(`arkor.transfer.retry`); 4xx answers become the server's typed error at once. Each request has its
+own timeouts (connect, and per read/write of the body), so a stalled server cannot hang a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+import trio
+
+from arkor import __version__
+from arkor.client.errors import ConnectionFailed, error_from_response, is_retryable
+from arkor.client.settings import ClientSettings
+from arkor.errors import ArkorError
+from arkor.transfer.retry import retry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Content = bytes | bytearray | memoryview | None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, Exception) and is_retryable(exc):
+        log.info("retrying after %s", exc)
+        return True
+    return False
+
+
+def _auth(settings: ClientSettings) -> httpx.Auth | None:
+    if settings.access_key and settings.secret_key:
+        return httpx.BasicAuth(settings.access_key, settings.secret_key)
+    if settings.secret_key:
+        token = settings.secret_key
+
+        def bearer(request: httpx.Request) -> httpx.Request:
+            request.headers["Authorization"] = f"Bearer {token}"
+            return request
+
+        return httpx.FunctionAuth(bearer)
+    return None
+
+
+def _error(response: httpx.Response, body: bytes) -> ArkorError:
+    try:
+        parsed: Any = httpx.Response(200, content=body).json() if body else None
+    except ValueError:
+        parsed = None
+    exc = error_from_response(response.status_code, parsed)
+    exc.headers = dict(response.headers)
+    return exc
+
+
+class Transport:
+    """The HTTP side of `ArkorClient`; `connections` bounds the pool (and so the parallelism)."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        connections: int = 16,
+        attempts: int = 6,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.attempts = max(1, attempts)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._http = httpx.AsyncClient(
+            base_url=settings.endpoint,
+            auth=_auth(settings),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                keepalive_expiry=2.0,  # below the servers' keep-alive timeout: no reuse races
+            ),
+            headers={"User-Agent": f"arkor-sdk/{__version__}"},
+        )
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self._http.aclose()
+
+    async def retrying(self, operation: Callable[[], Awaitable[T]], *, retries: bool = True) -> T:
+        """Run `operation` with this client's backoff; connection errors and 5xx are retried."""
+        return await retry(
+            operation, attempts=self.attempts if retries else 1, base=self.backoff_base,
+            cap=self.backoff_cap, retry_if=_retryable,
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: Content = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        retries: bool = True,
+    ) -> httpx.Response:
+        """Send and read the whole response; raise the typed error for any status not in `ok`."""
+
+        async def once() -> httpx.Response:
+            try:
+                response = await self._http.request(
+                    method, url, params=params, headers=headers,
+                    content=bytes(content) if isinstance(content, memoryview) else content,
+                    json=json,
+                )
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            if response.status_code not in ok:
+                raise _error(response, response.content)
+            return response
+
+        return await self.retrying(once, retries=retries)
+
+    def backoff_delay(self, failures: int) -> float:
+        """The same full-jitter delay `retrying` uses, for callers that resume by hand."""
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** max(0, failures - 1)))
+
+    async def open_stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        retries: bool = True,
+    ) -> httpx.Response:
+        """A response whose body the caller reads and must release with `close_stream`; retries
+        cover only getting the response head."""
+
+        async def once() -> httpx.Response:
+            request = self._http.build_request(method, url, headers=headers)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            if response.status_code not in ok:
+                try:
+                    body = await response.aread()
+                except httpx.TransportError:
+                    body = b""
+                finally:
+                    await _close(response)
+                raise _error(response, body)
+            return response
+
+        return await self.retrying(once, retries=retries)
+
+    async def close_stream(self, response: httpx.Response) -> None:
+        await _close(response)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        retries: bool = True,
+    ) -> AsyncIterator[httpx.Response]:
+        """`open_stream` as a context manager."""
+        response = await self.open_stream(method, url, headers=headers, ok=ok, retries=retries)
+        try:
+            yield response
+        finally:
+            await _close(response)
+
+
+async def _close(response: httpx.Response) -> None:
+    """Release the connection even when the caller is being cancelled."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        await response.aclose()
+
+
+def body_error(method: str, url: str, exc: httpx.TransportError) -> ConnectionFailed:
+    """A broken connection while reading a body, as a retryable client error."""
+    return ConnectionFailed(f"{method} {url}: body interrupted: {type(exc).__name__}: {exc}")
