@@ -1,0 +1,364 @@
+"""The object server's ASGI app: public API v1 (docs/specs/API.md) on the raw-ASGI `StreamRouter`.
+
+Every route streams: PUT bodies are pulled chunk by chunk (back-pressure to the client's TCP window)
+and GET bodies are produced by the transfer engine's reader. Each request runs inside its own
+nursery (`REQUEST_NURSERY`) so a streamed response's read-ahead tasks have a parent that outlives the
+handler and is cancelled when the response ends. The Git LFS routes, when that module exists, are
+registered on the same router (`arkor.object.lfs.routes.register(router, ctx)`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from arkor.config import Config
+from arkor.errors import ArkorError, BadRequest, LengthRequired
+from arkor.model import ObjectRecord
+from arkor.names import check_bucket, check_object_key
+from arkor.object.auth import Authenticator
+from arkor.object.http import (
+    NotModified,
+    check_read_conditions,
+    content_md5,
+    object_headers,
+    parse_range,
+    user_metadata,
+)
+from arkor.object.service import ObjectService
+from arkor.transfer.contracts import Registry
+from arkor.transfer.engine import REQUEST_NURSERY
+from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter
+from arkor.web.metrics import instrument
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_LIMIT = 1000
+CONTROL_BODY_LIMIT = 1024 * 1024
+
+
+@dataclass
+class ObjectContext:
+    """What route handlers (v1 and LFS) need: config, the object service, registry and auth."""
+
+    config: Config
+    service: ObjectService
+    registry: Registry
+    auth: Authenticator
+
+    @property
+    def body_timeout(self) -> float:
+        return float(self.config.object.bodyTimeout)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _put_reply(record: ObjectRecord, status: int = 201) -> Response:
+    return Response.json(
+        {
+            "bucket": record.bucket,
+            "key": record.key,
+            "size": record.size,
+            "etag": record.etag,
+            "version": record.version,
+        },
+        status=status,
+        headers=[("etag", f'"{record.etag}"')],
+    )
+
+
+def _names(request: Request) -> tuple[str, str]:
+    bucket = check_bucket(request.params["bucket"])
+    key = check_object_key(request.params["key"])
+    return bucket, key
+
+
+class V1Routes:
+    """Handlers of the public API v1."""
+
+    def __init__(self, ctx: ObjectContext) -> None:
+        self.ctx = ctx
+        self.service = ctx.service
+        self.registry = ctx.registry
+        self.max_object = int(ctx.config.object.maxObjectSize)
+        self.max_meta = int(ctx.config.object.maxMetadataBytes)
+
+    def register(self, router: StreamRouter) -> None:
+        router.add(r"/healthz", ["GET", "HEAD"], self.healthz)
+        router.add(r"/readyz", ["GET", "HEAD"], self.readyz)
+        router.add(r"/v1/?", ["GET", "HEAD"], self.list_buckets)
+        router.add(r"/v1/(?P<bucket>[^/]+)/?", ["GET", "HEAD", "DELETE"], self.bucket)
+        router.add(
+            r"/v1/(?P<bucket>[^/]+)/(?P<key>.+)",
+            ["GET", "HEAD", "PUT", "DELETE", "POST"],
+            self.object,
+        )
+
+    # --- health -------------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        return Response.json({"status": "ok", "role": "object"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the registry answers and at least one group is writable."""
+        try:
+            with trio.fail_after(5):
+                groups = await self.registry.groups()
+        except (Exception, trio.TooSlowError) as exc:  # noqa: BLE001 - reported, not raised
+            return Response.json({"ready": False, "reason": f"registry: {exc!r}"}, status=503)
+        writable = [g.group for g in groups if g.writable]
+        status = 200 if writable else 503
+        return Response.json({"ready": bool(writable), "writable_groups": writable}, status=status)
+
+    # --- buckets ------------------------------------------------------------------------------
+    async def list_buckets(self, request: Request) -> Response:
+        self.ctx.auth.authorize(request, "read", "*")
+        buckets = await self.registry.list_buckets()
+        return Response.json({"buckets": [b.to_json() for b in buckets]})
+
+    async def bucket(self, request: Request) -> Response:
+        bucket = check_bucket(request.params["bucket"])
+        if request.method == "DELETE":
+            self.ctx.auth.authorize(request, "write", bucket)
+            await self.registry.delete_bucket(bucket)
+            return Response(status=204)
+        self.ctx.auth.authorize(request, "read", bucket)
+        q = request.query
+        if "uploads" in q:
+            uploads = await self.registry.list_multipart(bucket)
+            return Response.json(
+                {
+                    "bucket": bucket,
+                    "uploads": [
+                        {"upload_id": u.upload_id, "key": u.key, "created": u.created}
+                        for u in uploads
+                    ],
+                }
+            )
+        try:
+            limit = int(q.get("limit", MAX_LIST_LIMIT))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise BadRequest(f"limit must be an integer 1-{MAX_LIST_LIMIT}", code="invalid_argument")
+        prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
+        page = await self.registry.list_objects(
+            bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
+        )
+        return Response.json(
+            {
+                "bucket": bucket,
+                "prefix": prefix,
+                "delimiter": delimiter,
+                "marker": marker,
+                "limit": limit,
+                "objects": [
+                    {
+                        "key": o.key,
+                        "size": o.size,
+                        "etag": o.etag,
+                        "content_type": o.content_type,
+                        "last_modified": _iso(o.modified),
+                    }
+                    for o in page.objects
+                ],
+                "common_prefixes": page.common_prefixes,
+                "truncated": page.truncated,
+                "next_marker": page.next_marker,
+            }
+        )
+
+    # --- objects ------------------------------------------------------------------------------
+    async def object(self, request: Request) -> Response:
+        bucket, key = _names(request)
+        q = request.query
+        method = request.method
+        action = "read" if method in ("GET", "HEAD") else "write"
+        self.ctx.auth.authorize(request, action, bucket)
+        if "uploadId" in q:
+            return await self._multipart(request, bucket, key, q["uploadId"])
+        if method == "POST":
+            if "uploads" in q:
+                return await self._initiate(request, bucket, key)
+            raise BadRequest("POST needs ?uploads or ?uploadId=", code="invalid_argument")
+        if method == "PUT":
+            return await self._put(request, bucket, key)
+        if method == "DELETE":
+            await self.service.delete(bucket, key)
+            return Response(status=204)
+        return await self._get(request, bucket, key)
+
+    def _body(self, request: Request) -> Any:
+        if request.content_length is None:
+            te = request.headers.get("transfer-encoding", "").lower()
+            if "chunked" not in te:
+                raise LengthRequired("send Content-Length or Transfer-Encoding: chunked")
+        return request.body_chunks(max_size=self.max_object, chunk_timeout=self.ctx.body_timeout)
+
+    async def _put(self, request: Request, bucket: str, key: str) -> Response:
+        headers = request.headers
+        inm = headers.get("if-none-match")
+        if inm is not None and inm.strip() != "*":
+            raise BadRequest("PUT supports only If-None-Match: *", code="invalid_argument")
+        metadata = user_metadata(headers, self.max_meta)
+        source = headers.get("x-arkor-copy-source")
+        if source is not None:
+            return await self._copy(request, source, bucket, key, metadata, inm is not None)
+        record = await self.service.put(
+            bucket,
+            key,
+            self._body(request),
+            size=request.content_length,
+            content_type=headers.get("content-type", "application/octet-stream"),
+            metadata=metadata,
+            content_md5=content_md5(headers),
+            if_match=headers.get("if-match"),
+            if_none_match=inm is not None,
+        )
+        return _put_reply(record)
+
+    async def _copy(
+        self,
+        request: Request,
+        source: str,
+        bucket: str,
+        key: str,
+        metadata: dict[str, str],
+        if_none_match: bool,
+    ) -> Response:
+        if (request.content_length or 0) > 0:
+            raise BadRequest("a copy request has no body", code="invalid_argument")
+        src_bucket, sep, src_key = source.lstrip("/").partition("/")
+        if not sep:
+            raise BadRequest("X-Arkor-Copy-Source must be /bucket/key", code="invalid_argument")
+        from urllib.parse import unquote
+
+        src_bucket, src_key = check_bucket(unquote(src_bucket)), check_object_key(unquote(src_key))
+        self.ctx.auth.authorize(request, "read", src_bucket)
+        record = await self.service.copy(
+            src_bucket,
+            src_key,
+            bucket,
+            key,
+            content_type=request.headers.get("content-type"),
+            metadata=metadata or None,
+            if_none_match=if_none_match,
+        )
+        return _put_reply(record)
+
+    async def _get(self, request: Request, bucket: str, key: str) -> Response:
+        record = await self.service.head(bucket, key)
+        try:
+            check_read_conditions(request.headers, record)
+        except NotModified as exc:
+            return Response(status=304, headers=list(exc.headers.items()))
+        headers = object_headers(record)
+        span = parse_range(request.headers.get("range"), record.size)
+        status = 200
+        start, end = 0, record.size - 1
+        if span is not None:
+            status = 206
+            start, end = span
+            headers.append(("content-range", f"bytes {start}-{end}/{record.size}"))
+        length = end - start + 1 if record.size else 0
+        headers.append(("content-length", str(length)))
+        if request.method == "HEAD" or length == 0:
+            return Response(status=status, headers=headers, body=b"")
+        reader = self.service.open_read(record, start, end)
+        return Response(
+            status=status, headers=headers, body=reader, on_close=getattr(reader, "aclose", None)
+        )
+
+    # --- multipart ------------------------------------------------------------------------------
+    async def _initiate(self, request: Request, bucket: str, key: str) -> Response:
+        upload = await self.registry.create_multipart(
+            bucket,
+            key,
+            request.headers.get("content-type", "application/octet-stream"),
+            user_metadata(request.headers, self.max_meta),
+        )
+        return Response.json({"upload_id": upload.upload_id, "bucket": bucket, "key": key})
+
+    async def _multipart(self, request: Request, bucket: str, key: str, upload_id: str) -> Response:
+        method = request.method
+        if method == "PUT":
+            try:
+                number = int(request.query.get("partNumber", ""))
+            except ValueError:
+                raise BadRequest("partNumber must be an integer", code="invalid_part") from None
+            part = await self.service.upload_part(
+                bucket,
+                key,
+                upload_id,
+                number,
+                self._body(request),
+                size=request.content_length,
+                content_md5=content_md5(request.headers),
+            )
+            return Response.json(
+                {"part_number": part.part_number, "size": part.size, "etag": part.etag},
+                headers=[("etag", f'"{part.etag}"')],
+            )
+        upload = await self.registry.get_multipart(upload_id)
+        if (upload.bucket, upload.key) != (bucket, key):
+            raise ArkorError(f"no upload {upload_id} for {bucket}/{key}", code="no_such_upload", status=404)
+        if method in ("GET", "HEAD"):
+            parts = await self.registry.list_parts(upload_id)
+            return Response.json(
+                {"upload_id": upload_id, "parts": [p.to_json(with_fragments=False) for p in parts]}
+            )
+        if method == "DELETE":
+            await self.registry.abort_multipart(upload_id)
+            return Response(status=204)
+        # POST: complete
+        raw = await request.read_body(max_size=CONTROL_BODY_LIMIT, chunk_timeout=self.ctx.body_timeout)
+        try:
+            doc = json.loads(raw)
+            parts = [(int(p["part_number"]), str(p["etag"])) for p in doc["parts"]]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest(
+                'body must be {"parts": [{"part_number": N, "etag": "..."}]}', code="malformed_json"
+            ) from None
+        record = await self.service.complete_multipart(bucket, key, upload_id, parts)
+        return _put_reply(record)
+
+
+def build_object_app(ctx: ObjectContext) -> ASGIApp:
+    """The object server app: v1 routes, Git LFS routes if present, metrics, per-request nursery."""
+    router = StreamRouter()
+    V1Routes(ctx).register(router)
+    try:
+        lfs_routes = importlib.import_module("arkor.object.lfs.routes")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("arkor.object.lfs.routes", "arkor.object.lfs"):
+            raise
+    else:
+        lfs_routes.register(router, ctx)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        async with trio.open_nursery() as nursery:
+            token = REQUEST_NURSERY.set(nursery)
+            try:
+                await router(scope, receive, send)
+            finally:
+                REQUEST_NURSERY.reset(token)
+                nursery.cancel_scope.cancel()  # read-ahead of an abandoned response
+
+    return instrument(app, "object")

@@ -1,0 +1,130 @@
+"""HTTP details of the v1 API: Range, conditional requests, object headers, user metadata."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from email.utils import formatdate, parsedate_to_datetime
+
+from arkor.errors import ArkorError, BadRequest, PreconditionFailed, RangeNotSatisfiable
+from arkor.model import ObjectRecord
+from arkor.object.service import etag_matches
+
+META_PREFIX = "x-arkor-meta-"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_META_NAME = re.compile(r"[a-z0-9-]{1,128}")
+
+
+class NotModified(ArkorError):
+    """The client's copy is current (304, no body)."""
+
+    status = 304
+    code = "not_modified"
+
+
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def parse_http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end_inclusive) for a single `bytes=` range; None to serve the whole object.
+
+    A multi-range request is served whole (allowed by RFC 9110). Anything unsatisfiable or
+    malformed is 416 `invalid_range` with `Content-Range: bytes */size`."""
+    if header is None:
+        return None
+    header = header.strip()
+    if "," in header:
+        return None
+    match = _RANGE.fullmatch(header.replace(" ", ""))
+    bad = RangeNotSatisfiable(
+        f"range {header[:60]!r} is not satisfiable for an object of {size} bytes",
+        headers={"content-range": f"bytes */{size}"},
+    )
+    if not match or (not match.group(1) and not match.group(2)):
+        raise bad
+    first, last = match.group(1), match.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise bad
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise bad
+    return start, min(end, size - 1)
+
+
+def object_headers(record: ObjectRecord) -> list[tuple[str, str]]:
+    headers = [
+        ("etag", f'"{record.etag}"'),
+        ("last-modified", http_date(record.modified)),
+        ("content-type", record.content_type),
+        ("accept-ranges", "bytes"),
+    ]
+    headers += [(META_PREFIX + k, v) for k, v in sorted(record.metadata.items())]
+    return headers
+
+
+def check_read_conditions(headers: dict[str, str], record: ObjectRecord) -> None:
+    """RFC 9110 order: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since."""
+    cond_headers = object_headers(record)[:2]
+    if_match = headers.get("if-match")
+    if if_match is not None and not etag_matches(if_match, record.etag):
+        raise PreconditionFailed(f"ETag is not {if_match}")
+    ius = headers.get("if-unmodified-since")
+    if if_match is None and ius is not None:
+        when = parse_http_date(ius)
+        if when is not None and int(record.modified) > when:
+            raise PreconditionFailed("modified since If-Unmodified-Since")
+    inm = headers.get("if-none-match")
+    if inm is not None:
+        if etag_matches(inm, record.etag):
+            raise NotModified("not modified", headers=dict(cond_headers))
+        return
+    ims = headers.get("if-modified-since")
+    if ims is not None:
+        when = parse_http_date(ims)
+        if when is not None and int(record.modified) <= when:
+            raise NotModified("not modified", headers=dict(cond_headers))
+
+
+def user_metadata(headers: dict[str, str], limit: int) -> dict[str, str]:
+    """`X-Arkor-Meta-<name>` headers as {name: value}; 400 metadata_too_large past `limit` bytes."""
+    meta: dict[str, str] = {}
+    total = 0
+    for name, value in headers.items():
+        if not name.startswith(META_PREFIX):
+            continue
+        key = name[len(META_PREFIX) :]
+        if not _META_NAME.fullmatch(key):
+            raise BadRequest(f"invalid metadata header name {name[:80]!r}", code="invalid_metadata")
+        meta[key] = value
+        total += len(key) + len(value)
+    if total > limit:
+        raise BadRequest(
+            f"user metadata is {total} bytes, the limit is {limit}", code="metadata_too_large"
+        )
+    return meta
+
+
+def content_md5(headers: dict[str, str]) -> bytes | None:
+    value = headers.get("content-md5")
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise BadRequest("Content-MD5 must be the base64 of a 16-byte MD5 digest", code="bad_digest")
+    return digest
