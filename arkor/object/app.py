@@ -330,6 +330,15 @@ class V1Routes:
         return _put_reply(record)
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 def build_object_app(ctx: ObjectContext) -> ASGIApp:
     """The object server app: v1 routes, Git LFS routes if present, metrics, per-request nursery."""
     router = StreamRouter()
@@ -353,10 +362,26 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
                     return
         if scope["type"] != "http":
             return
+        body_done = not _has_body(scope)
+
+        async def tracking_receive() -> dict[str, Any]:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def closing_send(message: dict[str, Any]) -> None:
+            # Answered before the whole body was read (an error): the connection cannot be reused,
+            # so say so; otherwise a client may send its next request into a closing socket.
+            if message["type"] == "http.response.start" and not body_done:
+                message = {**message, "headers": [*message.get("headers", []), [b"connection", b"close"]]}
+            await send(message)
+
         async with trio.open_nursery() as nursery:
             token = REQUEST_NURSERY.set(nursery)
             try:
-                await router(scope, receive, send)
+                await router(scope, tracking_receive, closing_send)
             finally:
                 REQUEST_NURSERY.reset(token)
                 nursery.cancel_scope.cancel()  # read-ahead of an abandoned response
