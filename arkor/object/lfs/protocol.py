@@ -243,13 +243,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
                                       headers={"content-range": f"bytes */{size}"})
         return max(0, size - suffix), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and int(last) < start:
+        return None  # invalid range spec: ignored (RFC 9110 14.2)
     if start >= size:
         raise RangeNotSatisfiable(f"range {header[:60]!r} is outside the object of {size} bytes",
                                   headers={"content-range": f"bytes */{size}"})
-    return start, min(end, size - 1)
+    return start, min(int(last) if last else size - 1, size - 1)
 
 
 # --- responses ---------------------------------------------------------------------------------
