@@ -9,7 +9,6 @@ own timeouts (connect, and per read/write of the body), so a stalled server cann
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from arkor import __version__
 from arkor.client.errors import ConnectionFailed, error_from_response, is_retryable
 from arkor.client.settings import ClientSettings
 from arkor.errors import ArkorError
-from arkor.transfer.retry import retry
+from arkor.transfer.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +28,8 @@ T = TypeVar("T")
 Content = bytes | bytearray | memoryview | None
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, Exception) and is_retryable(exc):
-        log.info("retrying after %s", exc)
-        return True
-    return False
+def _note_retry(failures: int, exc: Exception, pause: float) -> None:
+    log.info("request failed (%s, failure %d), retrying in %.2fs", exc, failures, pause)
 
 
 def _auth(settings: ClientSettings) -> httpx.Auth | None:
@@ -76,8 +72,7 @@ class Transport:
     ) -> None:
         self.settings = settings
         self.attempts = max(1, attempts)
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.backoff = Backoff(attempts=self.attempts, base=backoff_base, cap=backoff_cap)
         self._http = httpx.AsyncClient(
             base_url=settings.endpoint,
             auth=_auth(settings),
@@ -97,8 +92,8 @@ class Transport:
     async def retrying(self, operation: Callable[[], Awaitable[T]], *, retries: bool = True) -> T:
         """Run `operation` with this client's backoff; connection errors and 5xx are retried."""
         return await retry(
-            operation, attempts=self.attempts if retries else 1, base=self.backoff_base,
-            cap=self.backoff_cap, retry_if=_retryable,
+            operation, policy=self.backoff if retries else Backoff(attempts=1), retryable=is_retryable,
+            on_retry=_note_retry,
         )
 
     async def request(
@@ -132,7 +127,7 @@ class Transport:
 
     def backoff_delay(self, failures: int) -> float:
         """The same full-jitter delay `retrying` uses, for callers that resume by hand."""
-        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** max(0, failures - 1)))
+        return self.backoff.delay(failures)
 
     async def open_stream(
         self,
