@@ -160,6 +160,10 @@ class RegistryConfig:
     reaperInterval: Duration = Duration(30.0)
     orphanGrace: Duration = Duration(3600.0)
     workers: int = 1
+    # A group stops being writable when any member has less free space than this.
+    minFreeBytes: Size = Size(64 * 1024**2)
+    # Prefix of every Redis key the registry uses (several clusters or tests can share a Redis).
+    kvPrefix: str = "arkor:"
 
 
 @dataclass
