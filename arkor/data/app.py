@@ -1,0 +1,230 @@
+"""The data server's internal HTTP API (docs/specs/Internal.md, "Data server").
+
+Needle bodies go through raw-ASGI routes (`arkor.web.asgi.StreamRouter`), so a PUT is pulled from
+the socket only as fast as it is written to disk and a GET is read from disk only as fast as the
+client takes it: memory stays bounded whatever the needle size. Control routes (status, listing,
+compaction, health) are a Quart app behind it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from arkor.config import Config, DataConfig
+from arkor.data.store import NeedleStore
+from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, RangeNotSatisfiable, Unauthorized
+from arkor.fileid import FileID
+from arkor.security import SIGNATURE_HEADER, effective_secret, verify
+from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
+from arkor.web.metrics import instrument
+from arkor.web.serve import quart_app
+
+CRC_HEADER = "x-arkor-crc32c"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+LIST_LIMIT_MAX = 10_000
+
+
+@dataclass
+class ServerState:
+    """What the routes need besides the store; `url` is filled in once the socket is bound."""
+
+    store: NeedleStore
+    data: DataConfig
+    secret: bytes
+    server_id: str
+    url: str = ""
+    serving: bool = True
+
+
+def parse_crc(value: str | None) -> int:
+    """X-Arkor-Crc32c: decimal (``3421780262``) or hex with a ``0x`` prefix (``0xcbf43926``)."""
+    if value is None:
+        raise BadRequest("the X-Arkor-Crc32c header is required", code="missing_checksum")
+    text = value.strip().lower()
+    try:
+        crc = int(text[2:], 16) if text.startswith("0x") else int(text, 10) if text.isdigit() else -1
+    except ValueError:
+        crc = -1
+    if not 0 <= crc <= 0xFFFFFFFF:
+        raise BadRequest(f"invalid X-Arkor-Crc32c {value[:40]!r}: decimal or 0x-hex CRC32C",
+                         code="invalid_checksum")
+    return crc
+
+
+def check_signature(state: ServerState, method: str, raw_path: str, header: str | None) -> None:
+    if not header:
+        raise Unauthorized("this operation needs the cluster signature (X-Arkor-Signature)")
+    if not verify(state.secret, method, raw_path, header):
+        raise Forbidden("the cluster signature is invalid or expired", code="invalid_signature")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) for a single ``bytes=`` range; None to serve the whole needle (no or
+    unparseable Range: RFC 9110 lets a server ignore it). RangeNotSatisfiable past the end."""
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(size - n, 0), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(f"range outside the needle of {size} bytes",
+                               headers={"content-range": f"bytes */{size}"})
+
+
+def _needle_headers(size: int, crc: int, timestamp: int) -> list[tuple[str, str]]:
+    return [
+        ("x-arkor-size", str(size)),
+        (CRC_HEADER, str(crc)),
+        ("x-arkor-timestamp", str(timestamp)),
+        ("accept-ranges", "bytes"),
+        ("content-type", "application/octet-stream"),
+    ]
+
+
+def build_app(
+    config: Config, data: DataConfig, store: NeedleStore, server_id: str
+) -> tuple[ASGIApp, ServerState]:
+    state = ServerState(store=store, data=data, secret=effective_secret(config.cluster.secret),
+                        server_id=server_id)
+    router = StreamRouter(fallback=_control_app(state))
+    fid_route = r"/needles/(?P<fid>[^/]+)"
+
+    def fid_of(request: Request) -> FileID:
+        return FileID.parse(decoded(request.params["fid"]))
+
+    async def put_needle(request: Request) -> Response:
+        try:
+            fid = fid_of(request)
+            check_signature(state, "PUT", request.raw_path, request.headers.get(SIGNATURE_HEADER))
+            if fid.group != data.group:
+                raise BadRequest(f"file ID {fid} belongs to group {fid.group}, this server to {data.group}",
+                                 code="wrong_group")
+            size = request.content_length
+            if size is None:
+                raise LengthRequired("Content-Length is required for a needle")
+            crc = parse_crc(request.headers.get(CRC_HEADER))
+            chunks = request.body_chunks(max_size=int(data.maxNeedleSize),
+                                         chunk_timeout=float(data.bodyTimeout), require_length=True)
+            created = await store.put(fid, chunks, size, crc)
+        except ArkorError as exc:
+            if not request._body_consumed:  # answering before reading the body: do not reuse
+                exc.headers.setdefault("connection", "close")
+            raise
+        body = {"fid": str(fid), "size": size, "crc32c": crc, "created": created}
+        return Response.json(body, status=201 if created else 200)
+
+    async def get_needle(request: Request) -> Response:
+        fid = fid_of(request)
+        try:
+            entry = store.lookup(fid)
+            span = parse_range(request.headers.get("range"), entry.size)
+        except ArkorError as exc:
+            exc.headers.setdefault("x-arkor-error", exc.code)
+            raise
+        headers = _needle_headers(entry.size, entry.crc32c, entry.timestamp)
+        start, end = span if span is not None else (0, entry.size)
+        status = 200
+        if span is not None:
+            status = 206
+            headers.append(("content-range", f"bytes {start}-{end - 1}/{entry.size}"))
+        headers.append(("content-length", str(end - start)))
+        if request.method == "HEAD":
+            return Response(status=status, headers=headers)
+        _entry, chunks, close = await store.open_stream(fid, start, end)
+        return Response(status=status, headers=headers, body=chunks, on_close=close)
+
+    async def delete_needle(request: Request) -> Response:
+        fid = fid_of(request)
+        check_signature(state, "DELETE", request.raw_path, request.headers.get(SIGNATURE_HEADER))
+        deleted = await store.delete(fid)
+        return Response.json({"fid": str(fid), "deleted": deleted})
+
+    router.add(fid_route, ["PUT"], put_needle)
+    router.add(fid_route, ["GET", "HEAD"], get_needle)
+    router.add(fid_route, ["DELETE"], delete_needle)
+    return instrument(router, "data"), state
+
+
+def _control_app(state: ServerState) -> Any:
+    from quart import jsonify, request
+    from werkzeug.exceptions import HTTPException
+
+    app = quart_app("arkor.data")
+    store = state.store
+
+    @app.errorhandler(ArkorError)
+    async def arkor_error(exc: ArkorError) -> Any:
+        return jsonify(exc.to_json()), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code or 500, "bad_request")
+        return jsonify({"error": {"code": code, "message": exc.description or code}}), exc.code
+
+    def signed(method: str) -> None:
+        raw = request.scope.get("raw_path") or request.path.encode()
+        check_signature(state, method, raw.decode("latin-1").split("?", 1)[0],
+                        request.headers.get(SIGNATURE_HEADER))
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return jsonify({"status": "ok", "server_id": state.server_id})
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        if not state.serving:
+            return jsonify({"error": {"code": "service_unavailable", "message": "shutting down"}}), 503
+        return jsonify({"status": "ready"})
+
+    @app.get("/status")
+    async def status() -> Any:
+        body = await store.status()
+        body.update(server_id=state.server_id, group=state.data.group, url=state.url)
+        return jsonify(body)
+
+    @app.get("/needles")
+    async def list_needles() -> Any:
+        """Repair listing: signed, because it reveals cookies (and so read access)."""
+        signed("GET")
+        try:
+            after = int(request.args.get("after", "0"), 16)
+            limit = int(request.args.get("limit", "1000"))
+        except ValueError:
+            raise BadRequest("after is a hex key, limit an integer", code="invalid_argument") from None
+        if not 1 <= limit <= LIST_LIMIT_MAX or after < 0:
+            raise BadRequest(f"limit must be 1..{LIST_LIMIT_MAX}, after >= 0", code="invalid_argument")
+        entries = store.list_entries(after, limit)
+        group = state.data.group
+        needles = [
+            {"fid": str(FileID(group, e.key, e.cookie)), "key": f"{e.key:x}", "cookie": e.cookie,
+             "size": e.size, "crc32c": e.crc32c, "timestamp": e.timestamp, "deleted": e.deleted}
+            for e in entries
+        ]
+        next_after = f"{entries[-1].key:x}" if len(entries) == limit else None
+        return jsonify({"needles": needles, "next_after": next_after})
+
+    @app.post("/compact")
+    async def compact() -> Any:
+        signed("POST")
+        try:
+            ratio = float(request.args.get("minGarbageRatio", "0"))
+        except ValueError:
+            raise BadRequest("minGarbageRatio must be a number", code="invalid_argument") from None
+        return jsonify({"compacted": await store.compact(min_garbage_ratio=ratio)})
+
+    return app

@@ -1,0 +1,39 @@
+"""`LocalReplica`: the `contracts.Replica` interface over an in-process `NeedleStore`.
+
+`arkor allinone` hands these to its object server so that writes to its own data servers make no
+HTTP hop; behaviour and errors are those of `HttpReplica` against the same store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from arkor.data.store import NeedleStore
+from arkor.fileid import FileID
+from arkor.model import NeedleInfo
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class LocalReplica:
+    def __init__(self, store: NeedleStore, url: str = "") -> None:
+        self.store = store
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"LocalReplica({self.url or self.store.directory})"
+
+    async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
+        await self.store.put(fid, _single(bytes(data)), len(data), crc32c)
+
+    async def get_needle(self, fid: FileID, offset: int = 0, length: int | None = None) -> bytes:
+        return await self.store.get(fid, offset, length)
+
+    async def head_needle(self, fid: FileID) -> NeedleInfo:
+        meta = self.store.head(fid)
+        return NeedleInfo(fid=str(fid), size=meta.size, crc32c=meta.crc32c, timestamp=float(meta.timestamp))
+
+    async def delete_needle(self, fid: FileID) -> None:
+        await self.store.delete(fid)

@@ -1,0 +1,138 @@
+"""`arkor data`: open the needle store, serve the internal API, heartbeat to the registry.
+
+`serve_data_server` is also what `arkor allinone` runs (three times, in one process): it reports a
+`DataServerHandle` through `task_status` once the socket is bound and the store is open.
+A registry that is down never stops the data server: heartbeats failing are logged and retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from arkor.config import Config, DataConfig
+from arkor.data.app import build_app
+from arkor.data.local import LocalReplica
+from arkor.data.store import NeedleStore
+from arkor.model import ServerInfo
+from arkor.security import effective_secret
+from arkor.transfer.contracts import Registry
+from arkor.web.serve import serve_app, url_scheme
+
+log = logging.getLogger(__name__)
+
+SERVER_ID_FILE = "server_id"
+
+
+@dataclass
+class DataServerHandle:
+    store: NeedleStore
+    replica: LocalReplica
+    url: str
+    server_id: str
+
+
+def load_server_id(directory: Path) -> str:
+    """The server's identity, created once (uuid4) and kept in its data directory, so a restart
+    (or a move to another port) is the same server to the registry."""
+    path = directory / SERVER_ID_FILE
+    try:
+        text = path.read_text().strip()
+        if text:
+            return text
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    server_id = uuid.uuid4().hex
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(server_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return server_id
+
+
+async def server_info(store: NeedleStore, server_id: str, url: str, group: int) -> ServerInfo:
+    status = await store.status()
+    return ServerInfo(
+        server_id=server_id, url=url, group=group, capacity=status["capacity"],
+        free=max(status["free"] - store.reserve_bytes, 0), needles=status["needles"],
+        used=status["disk_bytes"],
+    )
+
+
+async def heartbeat_loop(
+    registry: Registry, store: NeedleStore, server_id: str, url: str, data: DataConfig
+) -> None:
+    """Report to the registry every data.heartbeatInterval, forever; failures are only logged
+    (once per outage), never fatal."""
+    interval = max(float(data.heartbeatInterval), 0.05)
+    failing = False
+    while True:
+        try:
+            with trio.fail_after(max(interval * 2, 5.0)):
+                await registry.heartbeat(await server_info(store, server_id, url, data.group))
+            if failing:
+                log.info("registry reachable again; heartbeats resumed")
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - any registry failure must not stop serving
+            if not failing:
+                log.warning("heartbeat to the registry failed (will keep trying): %r", exc)
+            failing = True
+        await trio.sleep(interval)
+
+
+async def serve_data_server(
+    config: Config,
+    data: DataConfig,
+    *,
+    registry: Registry | None,
+    task_status: trio.TaskStatus[DataServerHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    directory = Path(data.dir)
+    store = await NeedleStore.open(
+        directory, volume_size=int(data.volumeSize), reserve_bytes=int(data.reserveBytes),
+        max_needle_size=int(data.maxNeedleSize), disk_threads=data.diskThreads,
+        label=f"{data.host}:{data.port}",
+    )
+    try:
+        server_id = await trio.to_thread.run_sync(load_server_id, directory)
+        app, state = build_app(config, data, store, server_id)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_app, app, config.http, f"{data.host}:{data.port}"))
+            url = (data.advertiseUrl or f"{url_scheme(config.http)}://{data.host}:{data.port}").rstrip("/")
+            state.url = url
+            if registry is not None:
+                nursery.start_soon(heartbeat_loop, registry, store, server_id, url, data)
+            log.info("data server %s (group %d) serving %s from %s", server_id, data.group, url, directory)
+            task_status.started(DataServerHandle(store, LocalReplica(store, url), url, server_id))
+    finally:
+        state_serving = locals().get("state")
+        if state_serving is not None:
+            state_serving.serving = False
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await store.aclose()
+
+
+async def run(config: Config) -> None:
+    import httpx
+
+    data = config.data
+    secret = effective_secret(config.cluster.secret)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+        registry: Registry | None = None
+        if data.registry:
+            try:
+                from arkor.transfer.registry_client import HttpRegistry
+            except ImportError:
+                log.warning("no registry client available: not heartbeating")
+            else:
+                registry = HttpRegistry(data.registry, secret, client, 10.0)  # type: ignore[assignment]
+        await serve_data_server(config, data, registry=registry)

@@ -1,0 +1,107 @@
+"""`HttpReplica`: the `contracts.Replica` interface over a data server's internal HTTP API.
+
+Errors come back as the server raised them (`errors.from_response`); a connection failure or a
+timeout raises ServiceUnavailable, so the transfer engine fails over to another replica. Whole-needle
+reads are verified against the CRC32C the server sends (X-Arkor-Crc32c), so a corrupted transfer is
+a CorruptNeedle here too, never data.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from arkor.checksum import crc32c as compute_crc32c
+from arkor.errors import ArkorError, CorruptNeedle, NotFound, ServiceUnavailable, from_response
+from arkor.fileid import FileID
+from arkor.model import NeedleInfo
+from arkor.security import SIGNATURE_HEADER, sign
+
+CRC_HEADER = "x-arkor-crc32c"
+
+
+class HttpReplica:
+    def __init__(self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float) -> None:
+        self.url = base_url.rstrip("/")
+        self.secret = secret
+        self.client = client
+        self.timeout = timeout
+        self._prefix = urlsplit(self.url).path
+
+    def __repr__(self) -> str:
+        return f"HttpReplica({self.url})"
+
+    def _path(self, fid: FileID) -> str:
+        return f"{self._prefix}/needles/{fid}"
+
+    def _signed(self, method: str, path: str) -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(self.secret, method, path)}
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = await self.client.request(
+                method, self.url + path[len(self._prefix):], timeout=self.timeout, **kwargs  # type: ignore[arg-type]
+            )
+        except httpx.TimeoutException as exc:
+            raise ServiceUnavailable(f"{self.url}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
+        path = self._path(fid)
+        headers = {**self._signed("PUT", path), "x-arkor-crc32c": str(crc32c),
+                   "content-type": "application/octet-stream"}
+        await self._request("PUT", path, content=bytes(data), headers=headers)
+
+    async def get_needle(self, fid: FileID, offset: int = 0, length: int | None = None) -> bytes:
+        headers = {}
+        if offset or length is not None:
+            if length is not None and length <= 0:
+                return b""
+            last = "" if length is None else str(offset + length - 1)
+            headers["range"] = f"bytes={offset}-{last}"
+        path = self._path(fid)
+        try:
+            response = await self._request("GET", path, headers=headers)
+        except ArkorError as exc:
+            if exc.status == 416:  # the range starts at or past the end: nothing to return
+                return b""
+            raise
+        data = response.content
+        if response.status_code == 200 and CRC_HEADER in response.headers:
+            if compute_crc32c(data) != int(response.headers[CRC_HEADER]):
+                raise CorruptNeedle(f"{self.url}: needle {fid} arrived damaged (CRC32C mismatch)")
+            if offset or length is not None:
+                data = data[offset: None if length is None else offset + length]
+        return data
+
+    async def head_needle(self, fid: FileID) -> NeedleInfo:
+        response = await self._request("HEAD", self._path(fid))
+        return NeedleInfo(
+            fid=str(fid),
+            size=int(response.headers["x-arkor-size"]),
+            crc32c=int(response.headers[CRC_HEADER]),
+            timestamp=float(response.headers.get("x-arkor-timestamp", "0")),
+        )
+
+    async def delete_needle(self, fid: FileID) -> None:
+        path = self._path(fid)
+        await self._request("DELETE", path, headers=self._signed("DELETE", path))
+
+
+def _error(response: httpx.Response) -> ArkorError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if body is None:  # HEAD answers carry no body: the code travels in a header
+        code = response.headers.get("x-arkor-error")
+        if code:
+            body = {"error": {"code": code, "message": f"HTTP {response.status_code}"}}
+        elif response.status_code == 404:
+            return NotFound(f"HTTP 404 from {response.request.url}")
+    return from_response(response.status_code, body)
