@@ -1,0 +1,287 @@
+"""The registry center's HTTP app: one signed JSON endpoint per `Registry` method.
+
+Served as raw ASGI on `StreamRouter` (no Quart): every request here is small JSON, and the raw layer
+costs less CPU per request than Quart on hypercorn (STACK-NOTES), which is what bounds registry
+throughput. Every endpoint except /healthz, /readyz and /metrics requires the cluster signature.
+Bad input is a 4xx JSON error with a stable code; a metadata store that is down is 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from arkor.errors import ArkorError, BadRequest, ServiceUnavailable, Unauthorized
+from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
+from arkor.registry.service import RegistryService
+from arkor.security import SIGNATURE_HEADER, verify
+from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
+from arkor.web.metrics import instrument
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/internal/v1"
+MAX_JSON = 1024 * 1024
+MAX_MANIFEST_JSON = 64 * 1024 * 1024  # a manifest of a multi-TiB object
+BODY_TIMEOUT = 30.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    import trio_mysql.err
+
+    return (trio_mysql.err.OperationalError, trio_mysql.err.InterfaceError, sqlite3.OperationalError,
+            OSError)
+
+
+def _parse(build: Callable[[Any], Any], raw: Any) -> Any:
+    """Turn a JSON value into a model object; any shape problem is 400 invalid_request."""
+    try:
+        if not isinstance(raw, dict):
+            raise TypeError("expected a JSON object")
+        return build(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRequest(f"invalid request body: {type(exc).__name__}: {exc}",
+                         code="invalid_request") from None
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    value = request.query.get(name, "")
+    if value == "":
+        return default
+    if not value.lstrip("-").isdigit():
+        raise BadRequest(f"{name} must be an integer", code="invalid_argument")
+    return int(value)
+
+
+def _split_object_path(request: Request) -> tuple[str, str]:
+    rest = request.raw_path[len(PREFIX + "/objects/"):]
+    bucket_raw, sep, key_raw = rest.partition("/")
+    if not sep or not key_raw:
+        raise BadRequest("expected /internal/v1/objects/{bucket}/{key}", code="invalid_object_name")
+    try:
+        return decoded(bucket_raw), decoded(key_raw)
+    except UnicodeDecodeError:
+        raise BadRequest("bucket and key must be valid UTF-8", code="invalid_object_name") from None
+
+
+def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
+    router = StreamRouter()
+    errors = _db_errors()
+
+    def route(pattern: str, methods: list[str], *, signed: bool = True) -> Callable[[Handler], Handler]:
+        def decorator(handler: Handler) -> Handler:
+            async def wrapped(request: Request) -> Response:
+                if signed and not verify(
+                    secret, request.method, request.raw_path, request.headers.get(SIGNATURE_HEADER)
+                ):
+                    raise Unauthorized("missing or invalid cluster signature", code="bad_signature")
+                try:
+                    return await handler(request)
+                except ArkorError:
+                    raise
+                except errors as exc:
+                    log.warning("metadata store error on %s %s: %r", request.method, request.path, exc)
+                    raise ServiceUnavailable(
+                        f"metadata store unavailable: {type(exc).__name__}", code="metadata_unavailable"
+                    ) from None
+
+            router.add(pattern, methods, wrapped)
+            return handler
+
+        return decorator
+
+    async def body_json(request: Request, limit: int = MAX_JSON) -> Any:
+        return await request.read_json(max_size=limit, chunk_timeout=BODY_TIMEOUT)
+
+    @route("/healthz", ["GET", "HEAD"], signed=False)
+    async def healthz(request: Request) -> Response:
+        return Response.json({"status": "ok", "role": "registry"})
+
+    @route("/readyz", ["GET", "HEAD"], signed=False)
+    async def readyz(request: Request) -> Response:
+        with trio.move_on_after(5) as scope:
+            await service.reclaim_backlog()
+        if scope.cancelled_caught:
+            raise ServiceUnavailable("metadata store did not answer in 5 s", code="not_ready")
+        return Response.json({"status": "ready"})
+
+    @route(f"{PREFIX}/heartbeat", ["POST"])
+    async def heartbeat(request: Request) -> Response:
+        await service.heartbeat(_parse(ServerInfo.from_json, await body_json(request)))
+        return Response.json({})
+
+    @route(f"{PREFIX}/groups", ["GET"])
+    async def groups(request: Request) -> Response:
+        return Response.json({"groups": [g.to_json() for g in await service.groups()]})
+
+    @route(f"{PREFIX}/leases", ["POST"])
+    async def leases(request: Request) -> Response:
+        count = _parse(lambda raw: int(raw["count"]), await body_json(request))
+        return Response.json((await service.lease_keys(count)).to_json())
+
+    @route(f"{PREFIX}/objects/.+", ["PUT"])
+    async def put_object(request: Request) -> Response:
+        bucket, key = _split_object_path(request)
+        raw = await body_json(request, MAX_MANIFEST_JSON)
+
+        def build(raw: dict[str, Any]) -> tuple[ObjectRecord, str | None, bool]:
+            record_raw = dict(raw["record"])
+            record_raw["bucket"], record_raw["key"] = bucket, key
+            if_match = raw.get("if_match")
+            return (ObjectRecord.from_json(record_raw), None if if_match is None else str(if_match),
+                    bool(raw.get("if_none_match")))
+
+        record, if_match, if_none_match = _parse(build, raw)
+        stored = await service.commit_object(record, if_match=if_match, if_none_match=if_none_match)
+        return Response.json(stored.to_json())
+
+    @route(f"{PREFIX}/objects/.+", ["GET"])
+    async def get_object(request: Request) -> Response:
+        bucket, key = _split_object_path(request)
+        return Response.json((await service.get_object(bucket, key)).to_json())
+
+    @route(f"{PREFIX}/objects/.+", ["DELETE"])
+    async def delete_object(request: Request) -> Response:
+        bucket, key = _split_object_path(request)
+        return Response.json((await service.delete_object(bucket, key)).to_json())
+
+    @route(f"{PREFIX}/buckets", ["GET"])
+    async def list_buckets(request: Request) -> Response:
+        return Response.json({"buckets": [b.to_json() for b in await service.list_buckets()]})
+
+    @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["GET"])
+    async def list_objects(request: Request) -> Response:
+        page = await service.list_objects(
+            request.params["bucket"],
+            prefix=request.query.get("prefix", ""),
+            delimiter=request.query.get("delimiter", ""),
+            marker=request.query.get("marker", ""),
+            limit=_int_param(request, "limit", 1000),
+        )
+        return Response.json(page.to_json())
+
+    @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["DELETE"])
+    async def delete_bucket(request: Request) -> Response:
+        await service.delete_bucket(request.params["bucket"])
+        return Response.json({})
+
+    @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)/uploads", ["GET"])
+    async def list_uploads(request: Request) -> Response:
+        uploads = await service.list_multipart(request.params["bucket"])
+        return Response.json({"uploads": [u.to_json() for u in uploads]})
+
+    @route(f"{PREFIX}/discard", ["POST"])
+    async def discard(request: Request) -> Response:
+        fragments = _parse(
+            lambda raw: [Fragment.from_json(f) for f in raw["fragments"]], await body_json(request)
+        )
+        await service.discard_fragments(fragments)
+        return Response.json({})
+
+    @route(f"{PREFIX}/uploads", ["POST"])
+    async def create_upload(request: Request) -> Response:
+        def build(raw: dict[str, Any]) -> tuple[str, str, str, dict[str, str]]:
+            metadata = raw.get("metadata") or {}
+            return (str(raw["bucket"]), str(raw["key"]),
+                    str(raw.get("content_type") or "application/octet-stream"),
+                    {str(k): str(v) for k, v in metadata.items()})
+
+        bucket, key, content_type, metadata = _parse(build, await body_json(request))
+        upload = await service.create_multipart(bucket, key, content_type, metadata)
+        return Response.json(upload.to_json())
+
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)", ["GET"])
+    async def get_upload(request: Request) -> Response:
+        return Response.json((await service.get_multipart(request.params["upload"])).to_json())
+
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)", ["DELETE"])
+    async def abort_upload(request: Request) -> Response:
+        await service.abort_multipart(request.params["upload"])
+        return Response.json({})
+
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts/(?P<number>[0-9]{1,9})", ["PUT"])
+    async def put_part(request: Request) -> Response:
+        number = int(request.params["number"])
+
+        def build(raw: dict[str, Any]) -> PartInfo:
+            return PartInfo.from_json({**raw, "part_number": number})
+
+        part = _parse(build, await body_json(request, MAX_MANIFEST_JSON))
+        await service.put_part(request.params["upload"], part)
+        return Response.json({})
+
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts", ["GET"])
+    async def list_parts(request: Request) -> Response:
+        parts = await service.list_parts(request.params["upload"])
+        return Response.json({"parts": [p.to_json() for p in parts]})
+
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/complete", ["POST"])
+    async def complete_upload(request: Request) -> Response:
+        def build(raw: dict[str, Any]) -> tuple[list[tuple[int, str]], str]:
+            parts = [(int(n), str(e)) for n, e in raw["parts"]]
+            return parts, str(raw["etag"])
+
+        parts, etag = _parse(build, await body_json(request))
+        record = await service.complete_multipart(request.params["upload"], parts, etag=etag)
+        return Response.json(record.to_json())
+
+    @route(f"{PREFIX}/locks", ["POST"])
+    async def create_lock(request: Request) -> Response:
+        def build(raw: dict[str, Any]) -> tuple[str, str, str, str | None]:
+            ref = raw.get("ref")
+            return str(raw["repo"]), str(raw["path"]), str(raw["owner"]), None if ref is None else str(ref)
+
+        repo, path, owner, ref = _parse(build, await body_json(request))
+        return Response.json((await service.create_lock(repo, path, owner, ref)).to_json())
+
+    @route(f"{PREFIX}/locks", ["GET"])
+    async def list_locks(request: Request) -> Response:
+        repo = request.query.get("repo", "")
+        locks, cursor = await service.list_locks(
+            repo,
+            path=request.query.get("path") or None,
+            lock_id=request.query.get("id") or None,
+            cursor=request.query.get("cursor") or None,
+            limit=_int_param(request, "limit", 100),
+            ref=request.query.get("ref") or None,
+        )
+        return Response.json({"locks": [lock.to_json() for lock in locks], "next_cursor": cursor})
+
+    @route(f"{PREFIX}/locks/(?P<lock>[^/]+)/unlock", ["POST"])
+    async def delete_lock(request: Request) -> Response:
+        def build(raw: dict[str, Any]) -> tuple[str, str, bool]:
+            return str(raw["repo"]), str(raw["owner"]), bool(raw.get("force"))
+
+        repo, owner, force = _parse(build, await body_json(request))
+        lock = await service.delete_lock(repo, request.params["lock"], owner, force=force)
+        return Response.json(lock.to_json())
+
+    @route(f"{PREFIX}/reclaim", ["GET"])
+    async def reclaim_status(request: Request) -> Response:
+        return Response.json({"backlog": await service.reclaim_backlog()})
+
+    return instrument(_with_lifespan(router), "registry")
+
+
+def _with_lifespan(app: ASGIApp) -> ASGIApp:
+    """Answer hypercorn's lifespan protocol (there is no Quart app behind the router)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return wrapped

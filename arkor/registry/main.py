@@ -1,0 +1,161 @@
+"""`arkor registry`: the registry center process (and `serve_registry` for `arkor allinone`).
+
+Stateless in-process: everything durable is in the metadata DB (SQLite file or MySQL/MariaDB), the
+KV only caches. Several registry processes may share one MySQL database and one Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+from arkor.config import Config
+from arkor.model import ServerInfo
+from arkor.registry.app import build_app
+from arkor.registry.kv import KV, MemoryKV, RedisKV
+from arkor.registry.mysql_store import MysqlStore
+from arkor.registry.reaper import Reaper, ReplicaFactory
+from arkor.registry.service import RegistryService
+from arkor.registry.sqlite_store import SqliteStore
+from arkor.registry.store import MetaStore
+from arkor.security import effective_secret
+from arkor.transfer.contracts import Replica
+from arkor.web.serve import serve_app
+
+log = logging.getLogger(__name__)
+
+
+def make_store(config: Config) -> MetaStore:
+    db = config.sqldatabase
+    if db.driver == "mysql":
+        return MysqlStore(
+            host=db.host, port=db.port, user=db.username, password=db.password,
+            database=db.schema, pool_size=db.poolSize,
+        )
+    path = Path(db.path) if db.path else Path(config.registry.dataDir) / "registry.db"
+    return SqliteStore(path)
+
+
+async def open_kv(config: Config) -> KV:
+    kv = config.kvdatabase
+    if kv.driver == "redis":
+        redis = RedisKV(
+            host=kv.host, port=kv.port, db=kv.partition, username=kv.username,
+            password=kv.password, prefix=config.registry.kvPrefix,
+        )
+        await redis.open()
+        return redis
+    return MemoryKV()
+
+
+@asynccontextmanager
+async def open_service(config: Config) -> AsyncIterator[RegistryService]:
+    """Open the metadata store (creating/migrating the schema) and the KV; close both on exit."""
+    store = make_store(config)
+    kv: KV | None = None
+    try:
+        await store.open()
+        kv = await open_kv(config)
+        yield RegistryService(
+            store, kv, replicas=config.cluster.replicas,
+            heartbeat_timeout=float(config.registry.heartbeatTimeout),
+            min_free_bytes=int(config.registry.minFreeBytes),
+            max_metadata_bytes=int(config.object.maxMetadataBytes),
+        )
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            if kv is not None:
+                await kv.aclose()
+            await store.aclose()
+
+
+@asynccontextmanager
+async def _default_replicas(config: Config) -> AsyncIterator[ReplicaFactory]:
+    """Replicas over HTTP (arkor.transfer.data_client), one pooled client."""
+    from arkor.transfer.data_client import HttpReplica
+
+    secret = effective_secret(config.cluster.secret)
+    cache: dict[str, Replica] = {}
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30),
+    ) as client:
+
+        def factory(server: ServerInfo) -> Replica:
+            replica = cache.get(server.url)
+            if replica is None:
+                replica = cache[server.url] = HttpReplica(server.url, secret, client, 30.0)
+            return replica
+
+        yield factory
+
+
+def _needle_lister(factory: ReplicaFactory):  # type: ignore[no-untyped-def]
+    """Orphan sweeping needs the replica's key listing (`list_needles`), when it has one."""
+
+    async def lister(server: ServerInfo) -> AsyncIterator[ServerInfo]:
+        replica = factory(server)
+        listing = getattr(replica, "list_needles", None)
+        if listing is None:
+            return
+        async for info in listing():
+            yield info
+
+    return lister
+
+
+async def serve_registry(
+    config: Config,
+    *,
+    replica_factory: ReplicaFactory | None = None,
+    task_status: trio.TaskStatus[RegistryService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the registry until cancelled; `task_status.started` gets the RegistryService."""
+    rc = config.registry
+    async with open_service(config) as service, trio.open_nursery() as nursery:
+        app = build_app(service, effective_secret(config.cluster.secret))
+        await nursery.start(partial(serve_app, app, config.http, f"{rc.host}:{rc.port}"))
+        nursery.start_soon(_reap, config, service, replica_factory)
+        log.info(
+            "registry on %s:%d (metadata %s, kv %s)", rc.host, rc.port,
+            config.sqldatabase.driver, config.kvdatabase.driver,
+        )
+        task_status.started(service)
+
+
+async def _reap(
+    config: Config, service: RegistryService, replica_factory: ReplicaFactory | None
+) -> None:
+    rc = config.registry
+
+    async def run(factory: ReplicaFactory) -> None:
+        reaper = Reaper(
+            service, service.kv, factory, interval=float(rc.reaperInterval),
+            orphan_grace=float(rc.orphanGrace), needle_lister=_needle_lister(factory),
+        )
+        await reaper.run()
+
+    if replica_factory is not None:
+        await run(replica_factory)
+        return
+    try:
+        replicas = _default_replicas(config)
+        factory = await replicas.__aenter__()
+    except ImportError:
+        log.warning("arkor.transfer.data_client is missing: the reaper is disabled")
+        return
+    try:
+        await run(factory)
+    finally:
+        with trio.CancelScope(shield=True):
+            await replicas.__aexit__(None, None, None)
+
+
+async def run(config: Config) -> None:
+    await serve_registry(config)

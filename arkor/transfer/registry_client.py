@@ -1,0 +1,224 @@
+"""HttpRegistry: the `Registry` contract over the registry center's internal HTTP API.
+
+Every request is signed with the cluster secret (arkor/security.py) over the exact path sent on the
+wire. Error responses are rebuilt into the same ArkorError subclasses the in-process service raises
+(`errors.from_response`); a registry that cannot be reached (refused, reset, timed out) is
+ServiceUnavailable, so callers handle one family of errors whichever implementation they hold.
+The wire forms are the `to_json` forms of arkor/model.py, documented in docs/specs/Internal.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from arkor.errors import (
+    ArkorError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+    from_response,
+)
+from arkor.model import (
+    BucketInfo,
+    Fragment,
+    GroupInfo,
+    KeyRange,
+    LfsLock,
+    ListPage,
+    MultipartUpload,
+    ObjectRecord,
+    PartInfo,
+    ServerInfo,
+)
+from arkor.security import SIGNATURE_HEADER, sign
+
+PREFIX = "/internal/v1"
+
+# Codes without a class of their own (no_such_key, bucket_not_empty, ...) still come back as the
+# class of their status, so `except NotFound` works whichever implementation raised.
+_BY_STATUS: dict[int, type[ArkorError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    412: PreconditionFailed, 413: PayloadTooLarge, 422: Unprocessable, 503: ServiceUnavailable,
+}
+
+
+def rebuild_error(status: int, payload: object) -> ArkorError:
+    exc = from_response(status, payload)
+    cls = _BY_STATUS.get(status)
+    if type(exc) is ArkorError and cls is not None:
+        return cls(exc.message, code=exc.code, status=status)
+    return exc
+
+
+def object_path(bucket: str, key: str) -> str:
+    return f"{PREFIX}/objects/{quote(bucket, safe='')}/{quote(key, safe='/')}"
+
+
+class HttpRegistry:
+    """A registry center reached over HTTP; `client` is shared and owned by the caller."""
+
+    def __init__(
+        self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float = 30.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret
+        self.client = client
+        self.timeout = timeout
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        request = self.client.build_request(
+            method, self.base_url + path, json=body, params=params, timeout=self.timeout
+        )
+        raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+        request.headers[SIGNATURE_HEADER] = sign(self.secret, method, raw_path)
+        try:
+            response = await self.client.send(request)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(
+                f"registry {self.base_url} unreachable: {type(exc).__name__}: {exc}",
+                code="registry_unavailable",
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            raise rebuild_error(response.status_code, payload)
+        if not response.content:
+            return None
+        return response.json()
+
+    # --- membership -------------------------------------------------------------------------
+    async def heartbeat(self, server: ServerInfo) -> None:
+        await self._call("POST", f"{PREFIX}/heartbeat", body=server.to_json())
+
+    async def groups(self) -> list[GroupInfo]:
+        data = await self._call("GET", f"{PREFIX}/groups")
+        return [GroupInfo.from_json(g) for g in data["groups"]]
+
+    # --- file IDs ---------------------------------------------------------------------------
+    async def lease_keys(self, count: int) -> KeyRange:
+        return KeyRange.from_json(await self._call("POST", f"{PREFIX}/leases", body={"count": count}))
+
+    # --- objects ----------------------------------------------------------------------------
+    async def commit_object(
+        self,
+        record: ObjectRecord,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectRecord:
+        body = {"record": record.to_json(), "if_match": if_match, "if_none_match": if_none_match}
+        data = await self._call("PUT", object_path(record.bucket, record.key), body=body)
+        return ObjectRecord.from_json(data)
+
+    async def get_object(self, bucket: str, key: str) -> ObjectRecord:
+        return ObjectRecord.from_json(await self._call("GET", object_path(bucket, key)))
+
+    async def delete_object(self, bucket: str, key: str) -> ObjectRecord:
+        return ObjectRecord.from_json(await self._call("DELETE", object_path(bucket, key)))
+
+    async def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        limit: int = 1000,
+    ) -> ListPage:
+        params = {"prefix": prefix, "delimiter": delimiter, "marker": marker, "limit": str(limit)}
+        data = await self._call(
+            "GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}", params=params
+        )
+        return ListPage.from_json(data)
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        data = await self._call("GET", f"{PREFIX}/buckets")
+        return [BucketInfo.from_json(b) for b in data["buckets"]]
+
+    async def delete_bucket(self, bucket: str) -> None:
+        await self._call("DELETE", f"{PREFIX}/buckets/{quote(bucket, safe='')}")
+
+    async def discard_fragments(self, fragments: list[Fragment]) -> None:
+        await self._call(
+            "POST", f"{PREFIX}/discard", body={"fragments": [f.to_json() for f in fragments]}
+        )
+
+    # --- multipart uploads --------------------------------------------------------------------
+    async def create_multipart(
+        self, bucket: str, key: str, content_type: str, metadata: dict[str, str]
+    ) -> MultipartUpload:
+        body = {"bucket": bucket, "key": key, "content_type": content_type, "metadata": metadata}
+        return MultipartUpload.from_json(await self._call("POST", f"{PREFIX}/uploads", body=body))
+
+    async def get_multipart(self, upload_id: str) -> MultipartUpload:
+        path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}"
+        return MultipartUpload.from_json(await self._call("GET", path))
+
+    async def put_part(self, upload_id: str, part: PartInfo) -> None:
+        path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}/parts/{int(part.part_number)}"
+        await self._call("PUT", path, body=part.to_json())
+
+    async def list_parts(self, upload_id: str) -> list[PartInfo]:
+        data = await self._call("GET", f"{PREFIX}/uploads/{quote(upload_id, safe='')}/parts")
+        return [PartInfo.from_json(p) for p in data["parts"]]
+
+    async def complete_multipart(
+        self, upload_id: str, parts: list[tuple[int, str]], *, etag: str
+    ) -> ObjectRecord:
+        body = {"parts": [[int(n), str(e)] for n, e in parts], "etag": etag}
+        path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}/complete"
+        return ObjectRecord.from_json(await self._call("POST", path, body=body))
+
+    async def abort_multipart(self, upload_id: str) -> None:
+        await self._call("DELETE", f"{PREFIX}/uploads/{quote(upload_id, safe='')}")
+
+    async def list_multipart(self, bucket: str) -> list[MultipartUpload]:
+        data = await self._call("GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}/uploads")
+        return [MultipartUpload.from_json(u) for u in data["uploads"]]
+
+    # --- Git LFS locks --------------------------------------------------------------------------
+    async def create_lock(self, repo: str, path: str, owner: str, ref: str | None) -> LfsLock:
+        body = {"repo": repo, "path": path, "owner": owner, "ref": ref}
+        return LfsLock.from_json(await self._call("POST", f"{PREFIX}/locks", body=body))
+
+    async def list_locks(
+        self,
+        repo: str,
+        *,
+        path: str | None = None,
+        lock_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        ref: str | None = None,
+    ) -> tuple[list[LfsLock], str | None]:
+        params = {"repo": repo, "limit": str(limit)}
+        for name, value in (("path", path), ("id", lock_id), ("cursor", cursor), ("ref", ref)):
+            if value:
+                params[name] = value
+        data = await self._call("GET", f"{PREFIX}/locks", params=params)
+        return [LfsLock.from_json(x) for x in data["locks"]], data.get("next_cursor")
+
+    async def delete_lock(
+        self, repo: str, lock_id: str, owner: str, *, force: bool = False
+    ) -> LfsLock:
+        body = {"repo": repo, "owner": owner, "force": force}
+        path = f"{PREFIX}/locks/{quote(lock_id, safe='')}/unlock"
+        return LfsLock.from_json(await self._call("POST", path, body=body))
