@@ -281,7 +281,8 @@ async def cmd_rm(client: ArkorClient, args: argparse.Namespace) -> None:
 
 async def cmd_mb(client: ArkorClient, args: argparse.Namespace) -> None:
     remote = _remote_arg(args.target, need_key=False)
-    await client.make_bucket(remote.bucket)
+    if not await client.make_bucket(remote.bucket):
+        print(f"{SCHEME}{remote.bucket}: name is valid; the bucket appears with its first upload")
 
 
 async def cmd_rb(client: ArkorClient, args: argparse.Namespace) -> None:

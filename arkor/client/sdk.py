@@ -28,7 +28,8 @@ from arkor.client.http import Transport
 from arkor.client.settings import resolve
 from arkor.client.types import BucketSummary, ObjectInfo, bucket_path, object_path
 from arkor.client.upload import Uploader, UploadPlan, request_headers
-from arkor.errors import NotFound
+from arkor.errors import ArkorError, MethodNotAllowed, NotFound
+from arkor.names import check_bucket
 
 MiB = 1024 * 1024
 Body = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -165,7 +166,17 @@ class ArkorClient:
         )
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
-        response = await self.transport.request("HEAD", object_path(bucket, key), ok=(200,))
+        """Size, ETag, type and metadata without the body."""
+        path = object_path(bucket, key)
+        try:
+            response = await self.transport.request("HEAD", path, ok=(200,))
+        except ArkorError as exc:
+            if exc.status >= 500:
+                raise
+            # A HEAD answer has no body, so no error code: ask with a one-byte GET, which
+            # raises the server's typed error (no_such_key, no_such_bucket, ...).
+            response = await self.transport.request("GET", path, headers={"Range": "bytes=0-0"},
+                                                    ok=(200, 206))
         return ObjectInfo.from_headers(bucket, key, response.headers)
 
     async def exists(self, bucket: str, key: str) -> bool:
@@ -214,9 +225,19 @@ class ArkorClient:
         response = await self.transport.request("GET", "/v1/", ok=(200,))
         return [BucketSummary.from_json(b) for b in response.json().get("buckets") or []]
 
-    async def make_bucket(self, bucket: str) -> None:
-        """Create an empty bucket (buckets are also created implicitly by the first upload)."""
-        await self.transport.request("PUT", bucket_path(bucket), ok=(200, 201, 204))
+    async def make_bucket(self, bucket: str) -> bool:
+        """Create an empty bucket; True if the server created it.
+
+        The v1 API creates buckets implicitly on their first upload. When the server has no
+        explicit bucket creation (405), the name is validated locally and False is returned: the
+        bucket will appear with its first object.
+        """
+        try:
+            await self.transport.request("PUT", bucket_path(bucket), ok=(200, 201, 204))
+        except MethodNotAllowed:
+            check_bucket(bucket)
+            return False
+        return True
 
     async def remove_bucket(self, bucket: str) -> None:
         """Delete an empty bucket; Conflict (bucket_not_empty) otherwise."""
