@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arkor.config import Config, DataConfig
-from arkor.data.store import NeedleStore
+from arkor.data.store import NeedleStore, SizeMismatch
 from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, RangeNotSatisfiable, Unauthorized
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, effective_secret, verify
@@ -22,6 +22,7 @@ from arkor.web.metrics import instrument
 from arkor.web.serve import quart_app
 
 CRC_HEADER = "x-arkor-crc32c"
+SIZE_HEADER = "x-arkor-size"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 LIST_LIMIT_MAX = 10_000
 
@@ -51,6 +52,21 @@ def parse_crc(value: str | None) -> int:
         raise BadRequest(f"invalid X-Arkor-Crc32c {value[:40]!r}: decimal or 0x-hex CRC32C",
                          code="invalid_checksum")
     return crc
+
+
+def needle_size(request: Request) -> int:
+    """Content-Length, or X-Arkor-Size for a chunked body; both present must agree."""
+    length = request.content_length
+    declared = request.headers.get(SIZE_HEADER)
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BadRequest(f"invalid X-Arkor-Size {declared[:40]!r}", code="invalid_header")
+        if length is not None and int(declared) != length:
+            raise SizeMismatch(f"Content-Length {length} differs from X-Arkor-Size {declared}")
+        return int(declared)
+    if length is None:
+        raise LengthRequired("a needle needs Content-Length (or X-Arkor-Size with a chunked body)")
+    return length
 
 
 def check_signature(state: ServerState, method: str, raw_path: str, header: str | None) -> None:
@@ -88,7 +104,7 @@ def _unsatisfiable(size: int) -> RangeNotSatisfiable:
 
 def _needle_headers(size: int, crc: int, timestamp: int) -> list[tuple[str, str]]:
     return [
-        ("x-arkor-size", str(size)),
+        (SIZE_HEADER, str(size)),
         (CRC_HEADER, str(crc)),
         ("x-arkor-timestamp", str(timestamp)),
         ("accept-ranges", "bytes"),
@@ -114,12 +130,10 @@ def build_app(
             if fid.group != data.group:
                 raise BadRequest(f"file ID {fid} belongs to group {fid.group}, this server to {data.group}",
                                  code="wrong_group")
-            size = request.content_length
-            if size is None:
-                raise LengthRequired("Content-Length is required for a needle")
+            size = needle_size(request)
             crc = parse_crc(request.headers.get(CRC_HEADER))
             chunks = request.body_chunks(max_size=int(data.maxNeedleSize),
-                                         chunk_timeout=float(data.bodyTimeout), require_length=True)
+                                         chunk_timeout=float(data.bodyTimeout))
             created = await store.put(fid, chunks, size, crc)
         except ArkorError as exc:
             if not request._body_consumed:  # answering before reading the body: do not reuse
