@@ -10,6 +10,8 @@ kept only here: the metadata DB is the source of truth.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 # Renew or release a lease only when we still hold it (value is the holder's token).
@@ -101,37 +103,14 @@ class MemoryKV:
 
 
 class RedisKV:
-    """Redis through coredis; every key is prefixed so several clusters or tests share a server."""
+    """Redis through coredis; every key is prefixed so several clusters or tests share a server.
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        db: int = 0,
-        username: str = "",
-        password: str = "",
-        prefix: str = "arkor:",
-        timeout: float = 5.0,
-    ) -> None:
-        self._kwargs: dict[str, Any] = {
-            "host": host, "port": port, "db": db, "stream_timeout": timeout,
-            "connect_timeout": timeout, "max_connections": 32,
-        }
-        if username:
-            self._kwargs["username"] = username
-        if password:
-            self._kwargs["password"] = password
+    Open it with `open_redis_kv` (coredis runs its connection tasks in a nursery that must nest
+    properly with the caller's)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
         self.prefix = prefix
-        self._client: Any = None
-        self._cm: Any = None
-
-    async def open(self) -> None:
-        import coredis
-
-        self._cm = coredis.Redis(**self._kwargs)
-        self._client = await self._cm.__aenter__()
-        await self._client.ping()
 
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(self.prefix + key)
@@ -165,6 +144,30 @@ class RedisKV:
         await self._client.eval(_RELEASE, keys=[self.prefix + key], args=[value])
 
     async def aclose(self) -> None:
-        cm, self._cm, self._client = self._cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
+        """Closed by `open_redis_kv` on exit."""
+
+
+@asynccontextmanager
+async def open_redis_kv(
+    *,
+    host: str,
+    port: int,
+    db: int = 0,
+    username: str = "",
+    password: str = "",
+    prefix: str = "arkor:",
+    io_timeout: float = 5.0,
+) -> AsyncIterator[RedisKV]:
+    import coredis
+
+    kwargs: dict[str, Any] = {
+        "host": host, "port": port, "db": db, "stream_timeout": io_timeout,
+        "connect_timeout": io_timeout, "max_connections": 32,
+    }
+    if username:
+        kwargs["username"] = username
+    if password:
+        kwargs["password"] = password
+    async with coredis.Redis(**kwargs) as client:
+        await client.ping()
+        yield RedisKV(client, prefix)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import trio
 from arkor.config import Config
 from arkor.model import ServerInfo
 from arkor.registry.app import build_app
-from arkor.registry.kv import KV, MemoryKV, RedisKV
+from arkor.registry.kv import KV, MemoryKV, open_redis_kv
 from arkor.registry.mysql_store import MysqlStore
 from arkor.registry.reaper import Reaper, ReplicaFactory
 from arkor.registry.service import RegistryService
@@ -42,37 +42,42 @@ def make_store(config: Config) -> MetaStore:
     return SqliteStore(path)
 
 
-async def open_kv(config: Config) -> KV:
+@asynccontextmanager
+async def open_kv(config: Config) -> AsyncIterator[KV]:
     kv = config.kvdatabase
     if kv.driver == "redis":
-        redis = RedisKV(
+        async with open_redis_kv(
             host=kv.host, port=kv.port, db=kv.partition, username=kv.username,
             password=kv.password, prefix=config.registry.kvPrefix,
-        )
-        await redis.open()
-        return redis
-    return MemoryKV()
+        ) as redis:
+            yield redis
+        return
+    memory = MemoryKV()
+    try:
+        yield memory
+    finally:
+        await memory.aclose()
+
+
+async def _close_store(store: MetaStore) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        await store.aclose()
 
 
 @asynccontextmanager
 async def open_service(config: Config) -> AsyncIterator[RegistryService]:
     """Open the metadata store (creating/migrating the schema) and the KV; close both on exit."""
-    store = make_store(config)
-    kv: KV | None = None
-    try:
+    async with AsyncExitStack() as stack:
+        store = make_store(config)
+        stack.push_async_callback(_close_store, store)
         await store.open()
-        kv = await open_kv(config)
+        kv = await stack.enter_async_context(open_kv(config))
         yield RegistryService(
             store, kv, replicas=config.cluster.replicas,
             heartbeat_timeout=float(config.registry.heartbeatTimeout),
             min_free_bytes=int(config.registry.minFreeBytes),
             max_metadata_bytes=int(config.object.maxMetadataBytes),
         )
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            if kv is not None:
-                await kv.aclose()
-            await store.aclose()
 
 
 @asynccontextmanager
@@ -145,16 +150,12 @@ async def _reap(
         await run(replica_factory)
         return
     try:
-        replicas = _default_replicas(config)
-        factory = await replicas.__aenter__()
+        import arkor.transfer.data_client  # noqa: F401
     except ImportError:
         log.warning("arkor.transfer.data_client is missing: the reaper is disabled")
         return
-    try:
+    async with _default_replicas(config) as factory:
         await run(factory)
-    finally:
-        with trio.CancelScope(shield=True):
-            await replicas.__aexit__(None, None, None)
 
 
 async def run(config: Config) -> None:

@@ -9,13 +9,13 @@ connection is still open. InnoDB deadlocks and lock-wait timeouts retry the whol
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
 import trio_mysql
+import trio_mysql.cursors
 import trio_mysql.err
 
 from arkor.registry.store import MYSQL, Tx, migrate
@@ -23,8 +23,13 @@ from arkor.registry.store import MYSQL, Tx, migrate
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# INSERT IGNORE reports skipped duplicates as server warnings; they are expected here.
-warnings.filterwarnings("ignore", category=trio_mysql.err.Warning)
+
+
+class _QuietCursor(trio_mysql.cursors.Cursor):
+    """INSERT IGNORE reports skipped duplicates as server warnings: expected here, and fetching
+    them would cost a round trip per statement."""
+
+    _defer_warnings = True
 
 _RETRYABLE = {1213, 1205}  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _MAX_ATTEMPTS = 8
@@ -40,16 +45,16 @@ class _MysqlTx:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._conn.cursor() as cur:
+        async with self._conn.cursor(_QuietCursor) as cur:
             return int(await cur.execute(_placeholders(sql), tuple(params)) or 0)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            async with self._conn.cursor() as cur:
+            async with self._conn.cursor(_QuietCursor) as cur:
                 await cur.executemany(_placeholders(sql), [tuple(r) for r in rows])
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._conn.cursor() as cur:
+        async with self._conn.cursor(_QuietCursor) as cur:
             await cur.execute(_placeholders(sql), tuple(params))
             return list(await cur.fetchall())
 
