@@ -165,7 +165,7 @@ class TransferEngine:
                 return fragment
             last_error = error
             tried.add(group.group)
-            self.groups.invalidate()
+            self.groups.mark_failed(group.group)
             log.warning("fragment %s failed on group %d: %r; retrying", fid, group.group, error)
             if await self._delete_everywhere(group, fid):
                 written.remove(fragment)

@@ -32,9 +32,16 @@ class GroupCache:
         self._groups: dict[int, GroupInfo] = {}
         self._fetched = -1e18
         self._lock = trio.Lock()
+        self._suspect: dict[int, float] = {}  # group -> until when writes should avoid it
 
     def invalidate(self) -> None:
         self._fetched = -1e18
+
+    def mark_failed(self, group: int, *, seconds: float = 5.0) -> None:
+        """A write to `group` just failed: prefer other groups for a while (the registry only
+        notices a dead server after its heartbeat timeout)."""
+        self._suspect[group] = trio.current_time() + seconds
+        self.invalidate()
 
     async def groups(self) -> dict[int, GroupInfo]:
         if trio.current_time() - self._fetched < self._ttl:
@@ -63,6 +70,9 @@ class GroupCache:
                 "no writable data group is available"
                 + (f" (tried groups {sorted(exclude)})" if exclude else "")
             )
+        now = trio.current_time()
+        healthy = [g for g in candidates if self._suspect.get(g.group, 0.0) <= now]
+        candidates = healthy or candidates
         weights = [max(g.free, 1) for g in candidates]
         return random.choices(candidates, weights=weights, k=1)[0]
 
