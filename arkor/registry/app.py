@@ -205,7 +205,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
         await service.abort_multipart(request.params["upload"])
         return Response.json({})
 
-    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts/(?P<number>[0-9]{1,9})", ["PUT"])
+    @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts/(?P<number>[0-9]+)", ["PUT"])
     async def put_part(request: Request) -> Response:
         number = int(request.params["number"])
 
