@@ -16,15 +16,15 @@ import httpx
 import trio
 
 from arkor.config import Config
-from arkor.model import ServerInfo
+from arkor.model import NeedleInfo, ServerInfo
 from arkor.registry.app import build_app
 from arkor.registry.kv import KV, MemoryKV, open_redis_kv
 from arkor.registry.mysql_store import MysqlStore
-from arkor.registry.reaper import Reaper, ReplicaFactory
+from arkor.registry.reaper import NeedleLister, Reaper, ReplicaFactory
 from arkor.registry.service import RegistryService
 from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
-from arkor.security import effective_secret
+from arkor.security import SIGNATURE_HEADER, effective_secret, sign
 from arkor.transfer.contracts import Replica
 from arkor.web.serve import serve_app
 
@@ -80,37 +80,42 @@ async def open_service(config: Config) -> AsyncIterator[RegistryService]:
         )
 
 
-@asynccontextmanager
-async def _default_replicas(config: Config) -> AsyncIterator[ReplicaFactory]:
-    """Replicas over HTTP (arkor.transfer.data_client), one pooled client."""
+def _http_replicas(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
+    """Replicas over HTTP (arkor.transfer.data_client), sharing one pooled client."""
     from arkor.transfer.data_client import HttpReplica
 
     secret = effective_secret(config.cluster.secret)
     cache: dict[str, Replica] = {}
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=5.0),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30),
-    ) as client:
 
-        def factory(server: ServerInfo) -> Replica:
-            replica = cache.get(server.url)
-            if replica is None:
-                replica = cache[server.url] = HttpReplica(server.url, secret, client, 30.0)
-            return replica
+    def factory(server: ServerInfo) -> Replica:
+        replica = cache.get(server.url)
+        if replica is None:
+            replica = cache[server.url] = HttpReplica(server.url, secret, client, 30.0)
+        return replica
 
-        yield factory
+    return factory
 
 
-def _needle_lister(factory: ReplicaFactory):  # type: ignore[no-untyped-def]
-    """Orphan sweeping needs the replica's key listing (`list_needles`), when it has one."""
+def http_needle_lister(config: Config, client: httpx.AsyncClient) -> NeedleLister:
+    """Page through a data server's signed key listing (GET /needles?after=<hex>&limit=N)."""
+    secret = effective_secret(config.cluster.secret)
 
-    async def lister(server: ServerInfo) -> AsyncIterator[ServerInfo]:
-        replica = factory(server)
-        listing = getattr(replica, "list_needles", None)
-        if listing is None:
-            return
-        async for info in listing():
-            yield info
+    async def lister(server: ServerInfo) -> AsyncIterator[NeedleInfo]:
+        after = "0"
+        while True:
+            headers = {SIGNATURE_HEADER: sign(secret, "GET", "/needles")}
+            response = await client.get(
+                server.url.rstrip("/") + "/needles", params={"after": after, "limit": "1000"},
+                headers=headers,
+            )
+            response.raise_for_status()
+            page = response.json()
+            for raw in page["needles"]:
+                if not raw.get("deleted"):
+                    yield NeedleInfo.from_json(raw)
+            after = page.get("next_after")
+            if not after:
+                return
 
     return lister
 
@@ -138,24 +143,16 @@ async def _reap(
     config: Config, service: RegistryService, replica_factory: ReplicaFactory | None
 ) -> None:
     rc = config.registry
-
-    async def run(factory: ReplicaFactory) -> None:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30),
+    ) as client:
         reaper = Reaper(
-            service, service.kv, factory, interval=float(rc.reaperInterval),
-            orphan_grace=float(rc.orphanGrace), needle_lister=_needle_lister(factory),
+            service, service.kv, replica_factory or _http_replicas(config, client),
+            interval=float(rc.reaperInterval), orphan_grace=float(rc.orphanGrace),
+            needle_lister=http_needle_lister(config, client),
         )
         await reaper.run()
-
-    if replica_factory is not None:
-        await run(replica_factory)
-        return
-    try:
-        import arkor.transfer.data_client  # noqa: F401
-    except ImportError:
-        log.warning("arkor.transfer.data_client is missing: the reaper is disabled")
-        return
-    async with _default_replicas(config) as factory:
-        await run(factory)
 
 
 async def run(config: Config) -> None:
