@@ -28,6 +28,26 @@ T = TypeVar("T")
 Content = bytes | bytearray | memoryview | None
 
 
+_RELEASE_MIN = 1024 * 1024
+
+
+class _ReleasingBody:
+    """A request body that drops its buffer once sent.
+
+    Why: httpx/httpcore keep request objects in reference cycles that live until the cyclic GC
+    runs, so a plain `bytes` body (a multipart part) would stay in memory long after it was sent
+    and memory would grow with the number of parts. Each attempt gets a fresh wrapper.
+    """
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._data: bytes | bytearray | memoryview | None = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        data, self._data = self._data, None
+        if data:
+            yield data  # type: ignore[misc]
+
+
 def _note_retry(failures: int, exc: Exception, pause: float) -> None:
     log.info("request failed (%s, failure %d), retrying in %.2fs", exc, failures, pause)
 
@@ -111,11 +131,16 @@ class Transport:
         """Send and read the whole response; raise the typed error for any status not in `ok`."""
 
         async def once() -> httpx.Response:
+            body: Any = content
+            send_headers = dict(headers or {})
+            if content is not None and len(content) >= _RELEASE_MIN:
+                body = _ReleasingBody(content)
+                send_headers["Content-Length"] = str(len(content))
+            elif isinstance(content, memoryview):
+                body = bytes(content)
             try:
                 response = await self._http.request(
-                    method, url, params=params, headers=headers,
-                    content=bytes(content) if isinstance(content, memoryview) else content,
-                    json=json,
+                    method, url, params=params, headers=send_headers, content=body, json=json
                 )
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc

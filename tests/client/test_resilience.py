@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,7 +53,10 @@ async def test_cancel_mid_upload_leaves_no_object_and_no_open_upload(
 
 
 @pytest.mark.slow
-async def test_transfers_retry_across_a_killed_and_restarted_server(tmp_path: Path, bucket: str) -> None:
+async def test_transfers_retry_across_a_killed_and_restarted_server(
+    tmp_path: Path, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="arkor.client.http")
     server = await trio.to_thread.run_sync(start_allinone, tmp_path / "cluster")
     try:
         data = pattern(6 * MiB + 5, seed=2)
@@ -88,6 +92,7 @@ async def test_transfers_retry_across_a_killed_and_restarted_server(tmp_path: Pa
                 await trio.sleep(1.0)
                 await trio.to_thread.run_sync(lambda: server.start(wait=60))
             assert result["read"] == b"x" * 1000
+            assert any("retrying" in r.getMessage() for r in caplog.records)  # it did fail over
             assert await arkor.get(bucket, "across-restart") == data
             assert await arkor.list_uploads(bucket) == []
     finally:
