@@ -52,18 +52,13 @@ def _note_retry(failures: int, exc: Exception, pause: float) -> None:
     log.info("request failed (%s, failure %d), retrying in %.2fs", exc, failures, pause)
 
 
-def _auth(settings: ClientSettings) -> httpx.Auth | None:
+def _auth(settings: ClientSettings) -> tuple[httpx.Auth | None, dict[str, str]]:
+    """HTTP Basic with access and secret key; a secret key alone is sent as a bearer token."""
     if settings.access_key and settings.secret_key:
-        return httpx.BasicAuth(settings.access_key, settings.secret_key)
+        return httpx.BasicAuth(settings.access_key, settings.secret_key), {}
     if settings.secret_key:
-        token = settings.secret_key
-
-        def bearer(request: httpx.Request) -> httpx.Request:
-            request.headers["Authorization"] = f"Bearer {token}"
-            return request
-
-        return httpx.FunctionAuth(bearer)
-    return None
+        return None, {"Authorization": f"Bearer {settings.secret_key}"}
+    return None, {}
 
 
 def _error(response: httpx.Response, body: bytes) -> ArkorError:
@@ -93,16 +88,17 @@ class Transport:
         self.settings = settings
         self.attempts = max(1, attempts)
         self.backoff = Backoff(attempts=self.attempts, base=backoff_base, cap=backoff_cap)
+        auth, auth_headers = _auth(settings)
         self._http = httpx.AsyncClient(
             base_url=settings.endpoint,
-            auth=_auth(settings),
+            auth=auth,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(
                 max_connections=connections,
                 max_keepalive_connections=connections,
                 keepalive_expiry=2.0,  # below the servers' keep-alive timeout: no reuse races
             ),
-            headers={"User-Agent": f"arkor-sdk/{__version__}"},
+            headers={"User-Agent": f"arkor-sdk/{__version__}", **auth_headers},
         )
 
     async def aclose(self) -> None:

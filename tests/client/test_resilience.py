@@ -106,3 +106,16 @@ async def test_unreachable_server_fails_with_connection_error_after_retries() ->
         with pytest.raises(ConnectionFailed) as exc:
             await arkor.head("b", "k")
     assert exc.value.code == "connection_failed"
+
+
+async def test_cancelled_download_leaves_no_file(allinone: object, bucket: str, tmp_path: Path) -> None:
+    url = allinone.url  # type: ignore[attr-defined]
+    async with ArkorClient(url, part_size=256 * KiB, concurrency=2) as arkor:
+        await arkor.put(bucket, "obj", pattern(4 * MiB, seed=3))
+        for concurrency in (1, 2):
+            with trio.CancelScope() as scope:
+                # cancelled as soon as the first bytes are written, from inside the transfer
+                await arkor.get_file(bucket, "obj", tmp_path / "out", concurrency=concurrency,
+                                     progress=lambda n: scope.cancel())
+            assert scope.cancelled_caught
+            assert await trio.to_thread.run_sync(lambda: list(tmp_path.iterdir())) == []
