@@ -184,6 +184,8 @@ class DataConfig:
     diskThreads: int = 8
     scrubRate: Size = Size(16 * 1024**2)  # bytes per second the scrubber may read
     repairRate: Size = Size(64 * 1024**2)
+    # How often a data server compares its needles with its peers (and pauses between scrub cycles).
+    repairInterval: Duration = Duration(30.0)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,8 @@ import trio
 from arkor.config import Config, DataConfig
 from arkor.data.app import build_app
 from arkor.data.local import LocalReplica
+from arkor.data.repair import Repairer, with_repair_routes
+from arkor.data.scrub import Scrubber
 from arkor.data.store import NeedleStore
 from arkor.model import ServerInfo
 from arkor.security import effective_secret
@@ -69,7 +72,8 @@ async def server_info(store: NeedleStore, server_id: str, url: str, group: int) 
 
 
 async def heartbeat_loop(
-    registry: Registry, store: NeedleStore, server_id: str, url: str, data: DataConfig
+    registry: Registry, store: NeedleStore, server_id: str, url: str, data: DataConfig,
+    repair_needed: Callable[[], bool] = lambda: False,
 ) -> None:
     """Report to the registry every data.heartbeatInterval, forever; failures are only logged
     (once per outage), never fatal."""
@@ -78,7 +82,9 @@ async def heartbeat_loop(
     while True:
         try:
             with trio.fail_after(max(interval * 2, 5.0)):
-                await registry.heartbeat(await server_info(store, server_id, url, data.group))
+                info = await server_info(store, server_id, url, data.group)
+                info.repair_needed = repair_needed()
+                await registry.heartbeat(info)
             if failing:
                 log.info("registry reachable again; heartbeats resumed")
             failing = False
@@ -105,12 +111,27 @@ async def serve_data_server(
     try:
         server_id = await trio.to_thread.run_sync(load_server_id, directory)
         app, state = build_app(config, data, store, server_id)
+        repairer = Repairer(
+            store, group=data.group, server_id=server_id, url=lambda: state.url, registry=registry,
+            secret=state.secret, rate=float(data.repairRate), interval=float(data.repairInterval),
+        )
+        scrubber = Scrubber(store, group=data.group, rate=float(data.scrubRate),
+                            on_corrupt=repairer.report_corrupt, pause=float(data.repairInterval))
+        app = with_repair_routes(app, repairer)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_app, app, config.http, f"{data.host}:{data.port}"))
             url = (data.advertiseUrl or f"{url_scheme(config.http)}://{data.host}:{data.port}").rstrip("/")
             state.url = url
+            nursery.start_soon(repairer.run)
+            nursery.start_soon(scrubber.run)
             if registry is not None:
-                nursery.start_soon(heartbeat_loop, registry, store, server_id, url, data)
+                # A quick first repair pass (empty peers: milliseconds) before the first heartbeat,
+                # so a fresh cluster is writable at once; a long one continues while heartbeating
+                # "repairing" (the group stays unwritable until it is done).
+                with trio.move_on_after(3):
+                    await repairer.first_pass_done.wait()
+                nursery.start_soon(heartbeat_loop, registry, store, server_id, url, data,
+                                   lambda: repairer.progress.repair_needed)
             log.info("data server %s (group %d) serving %s from %s", server_id, data.group, url, directory)
             task_status.started(DataServerHandle(store, LocalReplica(store, url), url, server_id))
     finally:

@@ -219,6 +219,29 @@ class NeedleStore:
         finally:
             self._writing.discard(fid.key)
 
+    async def rewrite(self, fid: FileID, chunks: AsyncIterable[bytes], size: int, crc: int) -> None:
+        """Append a fresh copy of a live needle whose stored copy is corrupt (repair, from a good
+        replica): the index then points at the new copy and the bad one becomes garbage.
+        Conflict unless `fid` is live here with this size and CRC32C."""
+        existing = self.index.get(fid.key)
+        if existing is None or existing.deleted or (existing.cookie, existing.size, existing.crc32c) != (
+            fid.cookie, size, crc,
+        ):
+            raise Conflict(f"needle {fid} is not live here with that content: nothing to rewrite")
+        if fid.key in self._writing:
+            raise Conflict(f"a write of key {fid.key:x} is in progress")
+        self._writing.add(fid.key)
+        try:
+            header = nd.Header(fid.key, fid.cookie, size, time.time_ns())
+            if size <= WHOLE_WRITE_MAX:
+                data = await _gather_verified(chunks, size, crc)
+                volume, offset = await self._append(nd.encode(header, data), nd.padded_length(size), False)
+                await self._finish_write(volume, offset, header, crc)
+            else:
+                await self._put_streaming(header, chunks, crc)
+        finally:
+            self._writing.discard(fid.key)
+
     async def _put_streaming(self, header: nd.Header, chunks: AsyncIterable[bytes], crc: int) -> None:
         length = nd.padded_length(header.size)
         volume, offset = await self._append(nd.pack_header(header), length, True)
