@@ -318,7 +318,8 @@ class RegistryService:
             free = min(s.free for s in members)
             writable = (
                 len(members) >= self.replicas
-                and all(s.state != "down" for s in members)
+                # "repairing" members (still being filled from their peers) block writes too
+                and all(s.state == "up" for s in members)
                 and free > self.min_free_bytes
             )
             out.append(GroupInfo(group=group, servers=members, writable=writable, free=free))
