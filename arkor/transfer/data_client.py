@@ -8,6 +8,7 @@ a CorruptNeedle here too, never data.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -91,6 +92,24 @@ class HttpReplica:
     async def delete_needle(self, fid: FileID) -> None:
         path = self._path(fid)
         await self._request("DELETE", path, headers=self._signed("DELETE", path))
+
+    async def list_needles(self) -> AsyncIterator[NeedleInfo]:
+        """Every live needle, in key order, from the signed repair listing (GET /needles): what
+        the registry's orphan sweep compares with the metadata DB. Tombstones are left out."""
+        path = f"{self._prefix}/needles"
+        after = "0"
+        while True:
+            response = await self._request(
+                "GET", path, params={"after": after, "limit": "1000"}, headers=self._signed("GET", path)
+            )
+            body = response.json()
+            for raw in body["needles"]:
+                if not raw["deleted"]:
+                    yield NeedleInfo(fid=raw["fid"], size=int(raw["size"]), crc32c=int(raw["crc32c"]),
+                                     timestamp=float(raw["timestamp"]))
+            after = body.get("next_after")
+            if after is None:
+                return
 
 
 def _error(response: httpx.Response) -> ArkorError:
