@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _OFFSET_BITS = 48
@@ -138,6 +138,24 @@ class NeedleIndex:
                 self.keys[i], self.locs[i], self.sizes[i], self.cookies[i], self.crcs[i], self.stamps[i]
             )
 
+    def usage(self) -> tuple[dict[int, int], int, int]:
+        """(live padded bytes per volume, live needles, live data bytes), from the columns."""
+        self.merge()
+        per_volume: dict[int, int] = {}
+        needles = 0
+        data_bytes = 0
+        header_etc = 40 + 4 + 7  # header + trailer + worst padding, as padded_length computes
+        for loc, packed in zip(self.locs, self.sizes, strict=True):
+            vid = loc >> _OFFSET_BITS
+            size = packed >> 1
+            if packed & 1:
+                size = 0
+            else:
+                needles += 1
+                data_bytes += size
+            per_volume[vid] = per_volume.get(vid, 0) + ((size + header_etc) & ~7)
+        return per_volume, needles, data_bytes
+
     def memory_bytes(self) -> int:
         """Approximate bytes held: column buffers (allocated, not just used) plus the overflow dict."""
         import sys
@@ -158,14 +176,14 @@ class NeedleIndex:
         if n == 0:
             return index
         ordered = all(keys[i] < keys[i + 1] for i in range(n - 1))
-        if ordered:
-            index.keys, index.locs, index.sizes = keys, columns.locs, columns.sizes
-            index.cookies, index.crcs, index.stamps = columns.cookies, columns.crcs, columns.stamps
+        src = (keys, columns.locs, columns.sizes, columns.cookies, columns.crcs, columns.stamps)
+        if ordered:  # copy to exact size (appending over-allocates by up to 1/8)
+            built = [array(col.typecode, col) for col in src]
+            index.keys, index.locs, index.sizes, index.cookies, index.crcs, index.stamps = built
             return index
         order = sorted(range(n), key=keys.__getitem__)  # stable: replay order kept within a key
         # keep the last of each run of equal keys
         keep = [order[j] for j in range(n) if j == n - 1 or keys[order[j]] != keys[order[j + 1]]]
-        src = (keys, columns.locs, columns.sizes, columns.cookies, columns.crcs, columns.stamps)
         built = [array(col.typecode, map(col.__getitem__, keep)) for col in src]
         index.keys, index.locs, index.sizes, index.cookies, index.crcs, index.stamps = built
         return index
@@ -183,10 +201,27 @@ class IndexBuilder:
         self.stamps = array("I")
 
     def add(self, entry: Entry) -> None:
-        key, loc, size, cookie, crc, ts = _pack(entry)
+        self.add_raw(entry.key, entry.volume, entry.offset, entry.size, entry.cookie, entry.crc32c,
+                     entry.timestamp, entry.deleted)
+
+    def add_raw(self, key: int, volume: int, offset: int, size: int, cookie: int, crc: int,
+                timestamp: int, deleted: bool) -> None:
         self.keys.append(key)
-        self.locs.append(loc)
-        self.sizes.append(size)
+        self.locs.append((volume << _OFFSET_BITS) | offset)
+        self.sizes.append((size << 1) | deleted)
         self.cookies.append(cookie)
         self.crcs.append(crc)
-        self.stamps.append(ts)
+        self.stamps.append(timestamp & 0xFFFFFFFF)
+
+    def add_records(self, volume: int, records: Iterable[tuple[int, int, int, int, int, int, int]]) -> None:
+        """Add (offset, key, cookie, size, crc, timestamp_ns, flags) records of one volume."""
+        keys, locs, sizes = self.keys.append, self.locs.append, self.sizes.append
+        cookies, crcs, stamps = self.cookies.append, self.crcs.append, self.stamps.append
+        base = volume << _OFFSET_BITS
+        for offset, key, cookie, size, crc, ts, flags in records:
+            keys(key)
+            locs(base | offset)
+            sizes((size << 1) | (flags & 1))  # flag 1 is the tombstone bit of the needle format
+            cookies(cookie)
+            crcs(crc)
+            stamps((ts // 1_000_000_000) & 0xFFFFFFFF)

@@ -119,14 +119,14 @@ class NeedleStore:
             for key in stats.keys() & vstats.keys():
                 stats[key] += vstats[key]
             stats["volumes"] += 1
-            for r in records:
-                builder.add(Entry(r.key, vid, r.offset, r.size, r.cookie, r.crc32c,
-                                  r.timestamp_ns // 1_000_000_000, bool(r.flags & nd.FLAG_TOMBSTONE)))
+            await self._run(builder.add_records, vid, records)
+            del records
             self.volumes[vid] = volume
             await trio.lowlevel.checkpoint()
         self.index = await self._run(NeedleIndex.build, builder)
         del builder
         await self._run(self._recount)
+        await self._run(_release_free_memory)
         if self.volumes:
             last = self.volumes[max(self.volumes)]
             for volume in self.volumes.values():
@@ -158,19 +158,9 @@ class NeedleStore:
         return sorted(ids)
 
     def _recount(self) -> None:
-        live = {vid: 0 for vid in self.volumes}
-        needles = 0
-        data_bytes = 0
-        for e in self.index:
-            if e.volume in live:
-                live[e.volume] += nd.padded_length(0 if e.deleted else e.size)
-            if not e.deleted:
-                needles += 1
-                data_bytes += e.size
+        per_volume, self.live_needles, self.live_bytes = self.index.usage()
         for vid, volume in self.volumes.items():
-            volume.live_bytes = live[vid]
-        self.live_needles = needles
-        self.live_bytes = data_bytes
+            volume.live_bytes = per_volume.get(vid, 0)
 
     async def aclose(self) -> None:
         """Flush pending index records and close every file (shielded: must complete)."""
@@ -542,6 +532,19 @@ class NeedleStore:
                   "seconds": round(time.perf_counter() - started, 3)}
         log.info("compacted %s", result)
         return result
+
+
+def _release_free_memory() -> None:
+    """Hand the heap freed after loading (a million transient index records) back to the OS.
+
+    glibc keeps freed small blocks in its arenas, so without this the process RSS after a start
+    stays about 40 B per needle above what the compact index really holds."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _garbage(volume: Volume) -> int:

@@ -24,6 +24,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from arkor.checksum import crc32c
 from arkor.data import needle as nd
@@ -44,9 +45,9 @@ class VolumeError(Exception):
     """A volume file that cannot be opened safely (not a volume, wrong id)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One needle as found in a volume (from the index file or a scan)."""
+class Record(NamedTuple):
+    """One needle as found in a volume (from the index file or a scan). A NamedTuple: a million
+    of them are created at start-up, and tuples are the cheapest objects to make."""
 
     offset: int
     key: int
@@ -67,17 +68,21 @@ class Record:
         return raw + struct.pack("<I", crc32c(raw))
 
 
+_IDX_FULL = struct.Struct("<QQQQIIB3xI")
+
+
 def unpack_records(raw: bytes) -> list[Record]:
     """Index records with a valid CRC; a torn or garbled record is dropped (the scan recovers it)."""
     out = []
-    size = IDX_RECORD.size
-    for pos in range(0, len(raw) - IDX_RECORD_SIZE + 1, IDX_RECORD_SIZE):
-        body = raw[pos : pos + size]
-        (check,) = struct.unpack_from("<I", raw, pos + size)
-        if crc32c(body) != check:
-            continue
-        key, offset, nsize, ts, cookie, crc, flags = IDX_RECORD.unpack(body)
-        out.append(Record(offset, key, cookie, nsize, crc, ts, flags))
+    usable = len(raw) // IDX_RECORD_SIZE * IDX_RECORD_SIZE
+    view = memoryview(raw)[:usable]
+    body = IDX_RECORD.size
+    append = out.append
+    for pos, (key, offset, size, ts, cookie, crc, flags, check) in zip(
+        range(0, usable, IDX_RECORD_SIZE), _IDX_FULL.iter_unpack(view), strict=True
+    ):
+        if crc32c(view[pos : pos + body]) == check:
+            append(Record(offset, key, cookie, size, crc, ts, flags))
     return out
 
 
@@ -216,7 +221,8 @@ class Volume:
                 os.ftruncate(fd, end)
                 os.fsync(fd)
                 stats["truncated_bytes"] = size - end
-            if stats["scanned_needles"] or stats["truncated_bytes"] or stats["idx_dropped"]:
+            if (stats["scanned_needles"] or stats["truncated_bytes"] or stats["idx_dropped"]
+                    or not idx_path(directory, volume_id).exists()):  # crashed before creating it
                 idx_fd = _new_idx(directory, volume_id, revision, records)
             else:
                 idx_fd = os.open(idx_path(directory, volume_id), os.O_WRONLY | os.O_APPEND)
