@@ -522,8 +522,11 @@ class RegistryService:
             prefixes: list[str] = []
             last = ""
             truncated = False
+            # With a delimiter most fetched rows may fall in one common prefix and be skipped:
+            # fetch small batches after each jump and grow them while rows are plain objects.
+            window = 16 if delim else MAX_LIST_LIMIT + 1
             while True:
-                batch = min(limit - len(objects) - len(prefixes) + 1, MAX_LIST_LIMIT + 1)
+                batch = min(limit - len(objects) - len(prefixes) + 1, MAX_LIST_LIMIT + 1, window)
                 sql = f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND okey {'>=' if inc else '>'} ?"
                 params: list[Any] = [bucket, lo]
                 if upper is not None:
@@ -554,6 +557,7 @@ class RegistryService:
                     lo, inc = okey, False
                 if truncated or (not jumped and len(rows) < batch):
                     break
+                window = 4 if jumped else min(window * 4, MAX_LIST_LIMIT + 1)
             if not objects and not prefixes and not await self._bucket_exists(tx, bucket):
                 raise NotFound(f"no such bucket {bucket!r}", code="no_such_bucket")
             return ListPage(objects, prefixes, truncated, last if truncated else None)
