@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 1000
 CONTROL_BODY_LIMIT = 1024 * 1024
+DRAIN_BYTES = 1024**3
+DRAIN_SECONDS = 120.0
+DRAIN_CHUNK_SECONDS = 5.0  # a client still sending its body sends more often than this
 
 
 @dataclass
@@ -330,6 +333,34 @@ class V1Routes:
         return _put_reply(record)
 
 
+async def _drain(receive: Receive, done: Any, chunk_timeout: float) -> None:
+    """Read and drop the rest of a request body we answered early (an error), within bounds.
+
+    Why: HTTP/1.1 clients such as httpx and curl only read the response once they have sent the
+    whole body; a server that stops reading leaves them blocked until their own timeout, never
+    seeing the error. Past the bounds we give up and the connection is closed."""
+    dropped = 0
+    with trio.move_on_after(DRAIN_SECONDS):
+        while not done() and dropped < DRAIN_BYTES:
+            with trio.move_on_after(chunk_timeout) as scope:
+                message = await receive()
+            if scope.cancelled_caught or message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+
+
+async def _discard_until_closed(receive: Receive) -> None:
+    """Keep taking body messages until hypercorn says the stream is closed.
+
+    Why: when a response completes, hypercorn pushes `http.disconnect` into the request's bounded
+    queue from inside our `send`; if the queue is full of body chunks nobody reads, that `send`
+    never returns (a deadlock that leaves the client hanging). Runs only past `_drain`'s bounds."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 def _has_body(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
@@ -350,6 +381,9 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
             raise
     else:
         lfs_routes.register(router, ctx)
+
+    body_timeout = ctx.body_timeout
+    drain_timeout = min(body_timeout, DRAIN_CHUNK_SECONDS)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -376,12 +410,19 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
             # so say so; otherwise a client may send its next request into a closing socket.
             if message["type"] == "http.response.start" and not body_done:
                 message = {**message, "headers": [*message.get("headers", []), [b"connection", b"close"]]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                if not body_done:  # let the client finish sending, so that it reads our answer
+                    await _drain(tracking_receive, lambda: body_done, drain_timeout)
+                if not body_done:
+                    nursery.start_soon(_discard_until_closed, tracking_receive)
             await send(message)
 
         async with trio.open_nursery() as nursery:
             token = REQUEST_NURSERY.set(nursery)
             try:
                 await router(scope, tracking_receive, closing_send)
+                if not body_done:
+                    await _drain(tracking_receive, lambda: body_done, drain_timeout)
             finally:
                 REQUEST_NURSERY.reset(token)
                 nursery.cancel_scope.cancel()  # read-ahead of an abandoned response
