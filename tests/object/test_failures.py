@@ -1,0 +1,259 @@
+"""Failures with real processes: data servers SIGKILLed mid-upload, clients vanishing mid-upload,
+replicas down or corrupt during GETs. Fragments are 1 MiB so a few MiB span many fragments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from arkor.errors import CorruptNeedle
+from arkor.fileid import FileID
+from arkor.model import GroupInfo, ObjectRecord
+from arkor.security import effective_secret
+from arkor.transfer.data_client import HttpReplica
+from arkor.transfer.registry_client import HttpRegistry
+from tests.object.cluster import Cluster, start_cluster
+from tests.procs import ArkorProcess, run_cli
+
+MIB = 1024 * 1024
+OBJECT_SECTIONS = {"fragmentSize": "1MiB", "inFlightFragments": 2, "replicaTimeout": "10s"}
+SECRET = effective_secret("")
+
+
+@pytest.fixture(scope="module")
+def one_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("g1"), groups=1, object_sections=OBJECT_SECTIONS)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def two_groups(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path, groups=2, object_sections=OBJECT_SECTIONS)
+    yield cluster
+    cluster.stop()
+
+
+async def groups_of(cluster: Cluster, client: httpx.AsyncClient) -> dict[int, GroupInfo]:
+    registry = HttpRegistry(cluster.registry.url, SECRET, client, 10.0)
+    return {g.group: g for g in await registry.groups()}
+
+
+async def manifest(cluster: Cluster, client: httpx.AsyncClient, bucket: str, key: str) -> ObjectRecord:
+    return await HttpRegistry(cluster.registry.url, SECRET, client, 10.0).get_object(bucket, key)
+
+
+def data_proc(cluster: Cluster, url: str) -> ArkorProcess:
+    return next(p for p in cluster.data if p.url == url.rstrip("/"))
+
+
+async def holders(client: httpx.AsyncClient, group: GroupInfo, fid: str, crc: int) -> list[str]:
+    """URLs of the group's servers that hold the needle intact (HEAD on each real data server)."""
+    found = []
+    for server in group.servers:
+        try:
+            info = await HttpReplica(server.url, SECRET, client, 10.0).head_needle(FileID.parse(fid))
+        except Exception:  # noqa: BLE001 - down or absent
+            continue
+        if info.crc32c == crc:
+            found.append(server.url)
+    return found
+
+
+async def wait_no_needles(cluster: Cluster, client: httpx.AsyncClient) -> None:
+    """Until every data server reports zero live needles (the reaper has reclaimed everything)."""
+    with trio.move_on_after(90):
+        while True:
+            counts = [s.needles for g in (await groups_of(cluster, client)).values() for s in g.servers]
+            if counts and all(n == 0 for n in counts):
+                return
+            await trio.sleep(0.5)
+    raise AssertionError(f"needles left after reclaim: {await groups_of(cluster, client)}")
+
+
+def flip_byte_after(directory: Path, marker: bytes, distance: int) -> bool:
+    """Corrupt one byte `distance` bytes after `marker` in the first file of `directory` holding it."""
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file():
+            continue
+        raw = path.read_bytes()
+        at = raw.find(marker)
+        if at >= 0:
+            with open(path, "r+b") as fh:
+                fh.seek(at + distance)
+                fh.write(bytes([raw[at + distance] ^ 0xFF]))
+            return True
+    return False
+
+
+def body_with_kill(total: int, kill_at: int, victim: ArkorProcess | None) -> AsyncIterator[bytes]:
+    """A streamed request body that SIGKILLs `victim` once `kill_at` bytes have been sent."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        sent = 0
+        block = os.urandom(256 * 1024)
+        while sent < total:
+            if victim is not None and sent >= kill_at and victim.proc and victim.proc.poll() is None:
+                victim.kill()
+            yield block
+            sent += len(block)
+
+    return gen()
+
+
+async def test_kill_data_server_mid_upload_two_groups(two_groups: Cluster) -> None:
+    cluster = two_groups
+    async with httpx.AsyncClient(timeout=120) as client:
+        groups = await groups_of(cluster, client)
+        victim = data_proc(cluster, groups[1].servers[0].url)
+        total = 32 * MIB
+        response = await client.put(
+            cluster.url + "/v1/kill2/obj", content=body_with_kill(total, 8 * MIB, victim)
+        )
+        assert response.status_code == 201, response.text
+        assert victim.proc is not None and victim.proc.poll() is not None  # it really died
+        record = await manifest(cluster, client, "kill2", "obj")
+        assert record.size == total and len(record.fragments) == 32
+        after_kill = 0
+        for fragment in record.fragments:
+            group = groups[FileID.parse(fragment.fid).group]
+            found = await holders(client, group, fragment.fid, fragment.crc32c)
+            if victim.url in [s.url.rstrip("/") for s in group.servers]:
+                # written to the victim's group before it died: on both live replicas
+                assert len(found) == 2, (fragment, found)
+            else:
+                assert len(found) == 3, (fragment, found)
+                after_kill += 1
+        assert after_kill > 0  # the fragments after the kill went to the other group
+        got = await client.get(cluster.url + "/v1/kill2/obj")
+        assert got.status_code == 200 and hashlib.md5(got.content).hexdigest() == record.etag
+        # The victim comes back with everything it acknowledged: each fragment on 3 live replicas.
+        victim.start(wait=60)
+        for fragment in record.fragments:
+            group = groups[FileID.parse(fragment.fid).group]
+            assert len(await holders(client, group, fragment.fid, fragment.crc32c)) == 3
+
+
+async def test_client_disconnect_mid_upload(one_group: Cluster) -> None:
+    cluster = one_group
+    with socket.create_connection(("127.0.0.1", cluster.object.port)) as sock:  # type: ignore[union-attr]
+        sock.sendall(b"PUT /v1/gone/obj HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n")
+        block = os.urandom(MIB)
+        for _ in range(10):
+            sock.sendall(block)
+        await trio.sleep(1.0)  # let several fragments reach the data servers
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.get(cluster.url + "/v1/gone/obj")).status_code == 404
+        await wait_no_needles(cluster, client)
+
+
+async def test_get_with_one_replica_down_and_corrupt_replica(one_group: Cluster) -> None:
+    cluster = one_group
+    body = os.urandom(6 * MIB + 4321)
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.put(cluster.url + "/v1/rd/obj", content=body)).status_code == 201
+        record = await manifest(cluster, client, "rd", "obj")
+        group = (await groups_of(cluster, client))[1]
+        # Corrupt fragment 2 on one replica: flip a byte of its data inside the volume file.
+        target = record.fragments[2]
+        start = 2 * MIB
+        needle_bytes = body[start : start + 64]
+        victim_dir = Path(data_proc(cluster, group.servers[0].url).overrides[1].split("=", 1)[1])
+        corrupted = await trio.to_thread.run_sync(flip_byte_after, victim_dir, needle_bytes, 1000)
+        assert corrupted
+        bad = HttpReplica(group.servers[0].url, SECRET, client, 10.0)
+        with pytest.raises(CorruptNeedle):
+            await bad.get_needle(FileID.parse(target.fid))
+        for _ in range(8):  # replicas are tried in random order: the bad one is hit first often
+            got = await client.get(cluster.url + "/v1/rd/obj")
+            assert got.status_code == 200 and got.content == body
+        ranged = await client.get(
+            cluster.url + "/v1/rd/obj", headers={"range": f"bytes={start}-{start + 5000}"}
+        )
+        assert ranged.content == body[start : start + 5001]
+        # Now one replica of every fragment down: still served.
+        down = data_proc(cluster, group.servers[1].url)
+        down.kill()
+        try:
+            for _ in range(3):
+                got = await client.get(cluster.url + "/v1/rd/obj")
+                assert got.status_code == 200 and got.content == body
+        finally:
+            down.start(wait=60)
+        await client.delete(cluster.url + "/v1/rd/obj")
+
+
+async def test_kill_data_server_mid_upload_one_group(one_group: Cluster) -> None:
+    cluster = one_group
+    async with httpx.AsyncClient(timeout=120) as client:
+        await wait_group_writable(cluster, client)
+        group = (await groups_of(cluster, client))[1]
+        victim = data_proc(cluster, group.servers[2].url)
+        try:
+            response = await client.put(
+                cluster.url + "/v1/kill1/obj", content=body_with_kill(24 * MIB, 4 * MIB, victim)
+            )
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+        except httpx.TransportError:
+            pytest.fail("the object server closed the connection instead of answering 503")
+        assert (await client.get(cluster.url + "/v1/kill1/obj")).status_code == 404
+        victim.start(wait=60)
+        await wait_no_needles(cluster, client)
+
+
+async def wait_group_writable(cluster: Cluster, client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(g.writable for g in (await groups_of(cluster, client)).values()):
+            return
+        await trio.sleep(0.3)
+    raise AssertionError("group never became writable again")
+
+
+def admin_status(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    return run_cli("admin", "status", "--registry", cluster.registry.url, *extra, timeout=60)
+
+
+async def test_admin_status_shows_a_dead_server(one_group: Cluster) -> None:
+    cluster = one_group
+    async with httpx.AsyncClient(timeout=60) as client:
+        await wait_group_writable(cluster, client)
+        assert (await client.put(cluster.url + "/v1/adm/obj", content=b"x" * 5000)).status_code == 201
+    done = await trio.to_thread.run_sync(admin_status, cluster, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    [group] = report["groups"]
+    assert group["writable"] and len(group["servers"]) == 3
+    for server in group["servers"]:
+        assert server["state"] == "up"
+        assert server["status"]["needles"] >= 1 and server["status"]["volumes"], server
+        assert "state" in server["repair"], server
+    victim = data_proc(cluster, group["servers"][0]["url"])
+    victim.kill()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            done = await trio.to_thread.run_sync(admin_status, cluster)
+            text = done.stdout.decode()
+            if "[down]" in text or time.monotonic() > deadline:
+                break
+            await trio.sleep(0.5)
+        assert done.returncode == 0, done.stderr
+        assert "group 1: NOT writable" in text and "[down]" in text and "unreachable" in text, text
+    finally:
+        victim.start(wait=60)
+    unreachable = await trio.to_thread.run_sync(
+        lambda: run_cli("admin", "status", "--registry", "http://127.0.0.1:9", timeout=60))
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.decode().count("\n") == 1 and "unreachable" in unreachable.stderr.decode()
