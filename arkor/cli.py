@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from arkor import __version__
+from arkor import __version__, admin
 from arkor.config import Config, ConfigError, load_config
 
 # role name -> module with `async def run(config: Config) -> None`
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
     else:
         client_cli.add_commands(sub)
+    admin.add_commands(sub)
     return parser
 
 

@@ -112,6 +112,10 @@ class HttpRegistry:
         data = await self._call("GET", f"{PREFIX}/groups")
         return [GroupInfo.from_json(g) for g in data["groups"]]
 
+    async def reclaim_backlog(self) -> int:
+        """Fragments waiting in the durable deletion queue (what the reaper still has to do)."""
+        return int((await self._call("GET", f"{PREFIX}/reclaim"))["backlog"])
+
     # --- file IDs ---------------------------------------------------------------------------
     async def lease_keys(self, count: int) -> KeyRange:
         return KeyRange.from_json(await self._call("POST", f"{PREFIX}/leases", body={"count": count}))
