@@ -1,0 +1,202 @@
+"""Object server benchmark: 4 KiB and 64 MiB PUT/GET through the public v1 API, beside nginx.
+
+Run (one benchmark at a time on the machine):
+
+    flock /tmp/arkor-bench.lock .venv/bin/python -m bench.bench_object [--small 3000] [--runs 3]
+
+Deployments, each started by this script on free loopback ports with data in a temp directory:
+- `allinone`: one `arkor allinone` process (registry, object server, three data servers);
+- `cluster`: separate processes, `arkor registry`, three `arkor data` and one `arkor object` with
+  `object.workers` hypercorn workers (--workers, default 2).
+Every PUT is acknowledged only after three fsynced replicas, as in production.
+
+References in the same run: nginx serving the same 4 KiB and 64 MiB bytes to the same load client
+(GET), and a raw write+fsync of 64 MiB to the same disk (PUT: the goal is 0.8 x that / 3, since
+every byte is written three times). Prints a Markdown table: req/s or MB/s, p50/p99 latency,
+ratios, and the object server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from arkor.config import parse_size
+from bench.common import MB, PeakRss, RawHttp, machine, raw_disk_write, start_nginx
+from tests.object.cluster import start_allinone, start_cluster
+from tests.procs import ArkorProcess
+
+SMALL = 4 * 1024
+
+
+class Deployment:
+    """A running Arkor deployment: its object-server URL, the pid to sample and how to stop it."""
+
+    def __init__(self, url: str, pid: int, stop: Callable[[], object]) -> None:
+        self.url, self.pid, self.stop = url, pid, stop
+
+
+def start(kind: str, work: Path, workers: int) -> Deployment:
+    tmp = work / kind
+    tmp.mkdir()
+    if kind == "allinone":
+        proc: ArkorProcess = start_allinone(tmp)
+        return Deployment(proc.url, proc.pid or 0, proc.stop)
+    cluster = start_cluster(tmp, object_sections={"workers": workers})
+    assert cluster.object is not None
+    return Deployment(cluster.url, cluster.object.pid or 0, cluster.stop)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def small_load(url: str, method: str, paths: list[str], concurrency: int,
+                     body: bytes) -> dict[str, float]:
+    """req/s and latency percentiles for one request per path, `concurrency` keep-alive clients."""
+    todo = iter(paths)
+    latencies: list[float] = []
+    conns = [await RawHttp.connect(url) for _ in range(concurrency)]
+    expected = 201 if method == "PUT" else 200
+
+    async def worker(conn: RawHttp) -> None:
+        for path in todo:
+            started = time.perf_counter()
+            status, data = await conn.request(method, path, None, body if method == "PUT" else b"")
+            latencies.append(time.perf_counter() - started)
+            if status != expected or (method == "GET" and data != body):
+                raise AssertionError(f"{method} {path}: {status} {data!r:.200}")
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for conn in conns:
+            nursery.start_soon(worker, conn)
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        await conn.aclose()
+    return {"rate": len(paths) / elapsed, "p50": percentile(latencies, 0.5) * 1000,
+            "p99": percentile(latencies, 0.99) * 1000}
+
+
+async def big_transfer(url: str, method: str, path: str, data: bytes) -> dict[str, float]:
+    conn = await RawHttp.connect(url)
+    try:
+        started = time.perf_counter()
+        if method == "PUT":
+            status, reply = await conn.request("PUT", path, None, data)
+            ok = status == 201
+        else:
+            status, reply = await conn.request("GET", path, keep=False)
+            ok = status == 200 and reply == len(data)
+        elapsed = time.perf_counter() - started
+    finally:
+        await conn.aclose()
+    if not ok:
+        raise AssertionError(f"{method} {path}: {status} {reply!r:.200}")
+    return {"rate": len(data) / elapsed / MB, "p50": elapsed * 1000, "p99": elapsed * 1000}
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each figure over the runs."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+async def measure(dep: Deployment, args: argparse.Namespace, small: bytes, big: bytes,
+                  tag: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    warm = [f"/v1/bench-{tag}/warm/{i}" for i in range(200)]
+    await small_load(dep.url, "PUT", warm, args.concurrency, small)
+    peak = PeakRss(dep.pid)
+    paths = [f"/v1/bench-{tag}/small/{i:06d}" for i in range(args.small)]
+    out["4 KiB PUT"] = await small_load(dep.url, "PUT", paths, args.concurrency, small)
+    out["4 KiB GET"] = await small_load(dep.url, "GET", paths, args.concurrency, small)
+    puts, gets = [], []
+    for run in range(args.runs):
+        path = f"/v1/bench-{tag}/big/{run}"
+        puts.append(await big_transfer(dep.url, "PUT", path, big))
+        gets.append(await big_transfer(dep.url, "GET", path, big))
+    out["64 MiB PUT"] = summarise(puts)
+    out["64 MiB GET"] = summarise(gets)
+    out["peak RSS"] = {"rate": peak.stop() / MB, "p50": 0.0, "p99": 0.0}
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="arkor-bench-object-", dir=args.dir))
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        small, big = os.urandom(SMALL), os.urandom(args.big)
+        nginx = await trio.to_thread.run_sync(start_nginx, work, big, small)
+        if nginx:
+            try:
+                ref: dict[str, dict[str, float]] = {}
+                ref["4 KiB GET"] = await small_load(nginx.url, "GET", ["/k.bin"] * args.small,
+                                                    args.concurrency, small)
+                ref["64 MiB GET"] = summarise(
+                    [await big_transfer(nginx.url, "GET", "/big.bin", big) for _ in range(args.runs)])
+                results["nginx"] = ref
+            finally:
+                nginx.stop()
+        raws = [await trio.to_thread.run_sync(raw_disk_write, work, big) for _ in range(args.runs)]
+        results["disk"] = {"64 MiB PUT": {"rate": statistics.median(raws), "p50": 0.0, "p99": 0.0}}
+        for kind in args.deployments:
+            dep = await trio.to_thread.run_sync(start, kind, work, args.workers)
+            try:
+                results[kind] = await measure(dep, args, small, big, kind)
+            finally:
+                await trio.to_thread.run_sync(dep.stop)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(args, results)
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, float]]]) -> None:
+    print(f"machine: {machine()}")
+    print(f"4 KiB: {args.small} requests at {args.concurrency} concurrent; 64 MiB: {args.big} bytes, "
+          f"median of {args.runs}; cluster object workers: {args.workers}")
+    print()
+    nginx = results.get("nginx", {})
+    disk = results["disk"]["64 MiB PUT"]["rate"]
+    print("| deployment | measure | rate | p50 ms | p99 ms | reference | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.deployments:
+        for name, fig in results.get(kind, {}).items():
+            if name == "peak RSS":
+                print(f"| {kind} | object server peak RSS | {fig['rate']:,.0f} MB | | | | |")
+                continue
+            unit = "req/s" if name.startswith("4 KiB") else "MB/s"
+            ref, ratio = "", ""
+            if name in nginx:
+                ref = f"nginx {nginx[name]['rate']:,.0f} {unit}"
+                ratio = f"{fig['rate'] / nginx[name]['rate']:.2f}"
+            elif name == "64 MiB PUT":
+                ref = f"disk write+fsync {disk:,.0f} MB/s, /3 = {disk / 3:,.0f}"
+                ratio = f"{fig['rate'] / (disk / 3):.2f} of /3"
+            print(f"| {kind} | {name} | {fig['rate']:,.0f} {unit} | {fig['p50']:,.1f} | {fig['p99']:,.1f} "
+                  f"| {ref} | {ratio} |")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--big", type=parse_size, default=64 * 1024 * 1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="object.workers for the cluster")
+    parser.add_argument("--deployments", nargs="+", default=["allinone", "cluster"],
+                        choices=["allinone", "cluster"])
+    parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
+    trio.run(main, parser.parse_args())
+
+
+if __name__ == "__main__":
+    cli()
