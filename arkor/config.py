@@ -159,7 +159,6 @@ class RegistryConfig:
     leaseSize: int = 1024
     reaperInterval: Duration = Duration(30.0)
     orphanGrace: Duration = Duration(3600.0)
-    workers: int = 1
     # A group stops being writable when any member has less free space than this.
     minFreeBytes: Size = Size(64 * 1024**2)
     # Prefix of every Redis key the registry uses (several clusters or tests can share a Redis).
@@ -186,6 +185,10 @@ class DataConfig:
     repairRate: Size = Size(64 * 1024**2)
     # How often a data server compares its needles with its peers (and pauses between scrub cycles).
     repairInterval: Duration = Duration(30.0)
+    # Compaction runs by itself: every compactInterval, volumes whose dead bytes (deleted or
+    # overwritten needles) exceed compactGarbageRatio of their size are rewritten while serving.
+    compactInterval: Duration = Duration(600.0)
+    compactGarbageRatio: float = 0.5
 
 
 @dataclass
@@ -262,6 +265,10 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
     if annotation is str:
         if value is None:
             return ""
@@ -318,6 +325,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"object.{key}: must be at least 1")
     if config.data.group < 1:
         raise ConfigError("data.group: must be at least 1")
+    if not 0.0 < config.data.compactGarbageRatio <= 1.0:
+        raise ConfigError("data.compactGarbageRatio: must be above 0 and at most 1")
+    if config.registry.leaseSize < 1:
+        raise ConfigError("registry.leaseSize: must be at least 1")
     if config.data.volumeSize < 1024 * 1024:
         raise ConfigError("data.volumeSize: must be at least 1MiB")
     for section in ("registry", "data", "object"):
@@ -372,8 +383,23 @@ def load_config(
 
 
 def dump_config(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data (for logs and `arkor config`)."""
-    return dataclasses.asdict(config)
+    """The effective configuration as plain data (for logs and `arkor config`): sizes and durations
+    become plain ints and floats, which YAML and JSON can write."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+        return value
+
+    return plain(dataclasses.asdict(config))
 
 
 __all__ = [

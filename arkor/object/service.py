@@ -53,6 +53,7 @@ class ObjectService:
             read_ahead=oc.readAhead,
             replica_timeout=float(oc.replicaTimeout),
             fragment_retries=oc.fragmentRetries,
+            lease_size=config.registry.leaseSize,
         )
         self.max_object_size = int(oc.maxObjectSize)
 

@@ -123,3 +123,14 @@ def test_internal_signatures() -> None:
     assert not verify(b"t" * 32, "PUT", "/needles/1,100000001", header, now=1001.0)
     assert not verify(secret, "PUT", "/needles/1,100000001", header, now=2000.0)
     assert not verify(secret, "PUT", "/needles/1,100000001", None, now=1001.0)
+
+
+def test_cli_config_prints_the_effective_config_as_yaml() -> None:
+    import yaml
+
+    done = run_cli("config", "--set", "data.volumeSize=2MiB", "--set", "object.bodyTimeout=5s")
+    assert done.returncode == 0, done.stderr
+    printed = yaml.safe_load(done.stdout)
+    assert printed["data"]["volumeSize"] == 2 * 1024 * 1024
+    assert printed["object"]["bodyTimeout"] == 5.0
+    assert printed["data"]["compactGarbageRatio"] == 0.5
