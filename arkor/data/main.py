@@ -95,6 +95,21 @@ async def heartbeat_loop(
         await trio.sleep(interval)
 
 
+async def compaction_loop(store: NeedleStore, interval: float, garbage_ratio: float) -> None:
+    """Reclaim dead space by itself: every `interval`, rewrite the volumes whose garbage exceeds
+    `garbage_ratio` of their size (reads and writes go on meanwhile). A failure is logged and the
+    next round tries again: compaction is an optimisation, never a reason to stop serving."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            done = await store.compact(min_garbage_ratio=garbage_ratio)
+        except Exception:
+            log.exception("compaction failed; retrying in %.0f s", interval)
+            continue
+        if done:
+            log.info("compacted %d volumes: %s", len(done), done)
+
+
 async def serve_data_server(
     config: Config,
     data: DataConfig,
@@ -124,6 +139,7 @@ async def serve_data_server(
             state.url = url
             nursery.start_soon(repairer.run)
             nursery.start_soon(scrubber.run)
+            nursery.start_soon(compaction_loop, store, float(data.compactInterval), data.compactGarbageRatio)
             if registry is not None:
                 # A quick first repair pass (empty peers: milliseconds) before the first heartbeat,
                 # so a fresh cluster is writable at once; a long one continues while heartbeating

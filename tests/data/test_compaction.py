@@ -198,3 +198,32 @@ class trio_thread:  # noqa: N801 - a tiny context manager: run `fn` in a thread,
 
     def __exit__(self, *exc: object) -> None:
         self.thread.join(60)
+
+
+def test_compaction_runs_by_itself(tmp_path: Path) -> None:
+    """With data.compactInterval set, a volume that is mostly garbage is rewritten with no request."""
+    proc = start_data(tmp_path, volumeSize="1MiB", compactInterval="1s", compactGarbageRatio=0.5)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            fids = [FileID(1, key, key * 13 + 5) for key in range(1, 41)]
+            for fid in fids:
+                assert put(client, fid, payload(fid.key, 50_000)).status_code == 201
+            before = client.get("/status").json()
+            for fid in fids[:32]:
+                assert delete(client, fid).status_code == 200
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = client.get("/status").json()
+                if status["disk_bytes"] < before["disk_bytes"] / 2:
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"no compaction: before {before}, now {status}")
+            assert status["needles"] == 8
+            for fid in fids[32:]:
+                got = client.get(f"/needles/{fid}")
+                assert got.status_code == 200 and got.content == payload(fid.key, 50_000)
+            for fid in fids[:32]:
+                assert client.get(f"/needles/{fid}").status_code == 404
+    finally:
+        proc.stop()
