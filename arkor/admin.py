@@ -1,4 +1,5 @@
-"""`arkor admin status`: the cluster as an operator sees it.
+"""`arkor admin status | remove-server`: the cluster as an operator sees it, and forgetting a dead
+data server so that its group can take a replacement under another URL.
 
 Asks the registry for its groups and reclaim backlog (signed with the cluster secret from the
 config), then each data server for its volumes (`GET /status`) and repair progress (`GET /repair`),
@@ -18,6 +19,7 @@ import trio
 
 from arkor.config import load_config
 from arkor.errors import ArkorError
+from arkor.model import ServerInfo
 from arkor.security import effective_secret
 from arkor.transfer.registry_client import HttpRegistry
 
@@ -91,13 +93,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove_server(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    registry_url = args.registry or config.object.registry
+
+    async def remove() -> ServerInfo:
+        async with httpx.AsyncClient() as client:
+            registry = HttpRegistry(registry_url, effective_secret(config.cluster.secret), client, TIMEOUT)
+            return await registry.remove_server(args.server_id, force=args.force)
+
+    try:
+        removed = trio.run(remove)
+    except ArkorError as exc:
+        print(f"arkor: admin remove-server: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed data server {removed.server_id} ({removed.url}, group {removed.group}); start a new "
+          f"member with data.group={removed.group} and it fills itself from its peers")
+    return 0
+
+
+def _registry_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML config with cluster.secret and object.registry")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--registry", default=None, help="registry URL (default: object.registry)")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `arkor admin ...` on the `arkor` command's subparsers."""
     admin = sub.add_parser("admin", help="operator commands (cluster status)")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
     status = admin_sub.add_parser("status", help="servers, groups, health, capacity, repair progress")
-    status.add_argument("--config", default=None, help="YAML config with cluster.secret and object.registry")
-    status.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    status.add_argument("--registry", default=None, help="registry URL (default: object.registry)")
+    _registry_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
+    remove = admin_sub.add_parser("remove-server", help="forget a data server that is gone for good")
+    remove.add_argument("server_id", help="as shown by `arkor admin status`")
+    _registry_args(remove)
+    remove.add_argument("--force", action="store_true", help="even if it is still heartbeating")
+    remove.set_defaults(handler=cmd_remove_server)

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from arkor.config import Config
-from arkor.errors import ArkorError, BadRequest, LengthRequired
+from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired
 from arkor.model import ObjectRecord
 from arkor.names import check_bucket, check_object_key
 from arkor.object.auth import Authenticator
@@ -31,6 +31,7 @@ from arkor.object.http import (
     parse_range,
     user_metadata,
 )
+from arkor.object.lfs.storage import LFS_BUCKET
 from arkor.object.service import ObjectService
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import REQUEST_NURSERY
@@ -76,6 +77,13 @@ def _put_reply(record: ObjectRecord, status: int = 201) -> Response:
         status=status,
         headers=[("etag", f'"{record.etag}"')],
     )
+
+
+def _check_writable_bucket(bucket: str) -> None:
+    """The Git LFS bucket is written only through the LFS API, which checks every SHA-256."""
+    if bucket == LFS_BUCKET:
+        raise Forbidden(f"bucket {LFS_BUCKET!r} is written only through the Git LFS API",
+                        code="reserved_bucket")
 
 
 def _names(request: Request) -> tuple[str, str]:
@@ -130,6 +138,7 @@ class V1Routes:
         bucket = check_bucket(request.params["bucket"])
         if request.method == "DELETE":
             self.ctx.auth.authorize(request, "write", bucket)
+            _check_writable_bucket(bucket)
             await self.registry.delete_bucket(bucket)
             return Response(status=204)
         self.ctx.auth.authorize(request, "read", bucket)
@@ -185,6 +194,8 @@ class V1Routes:
         method = request.method
         action = "read" if method in ("GET", "HEAD") else "write"
         self.ctx.auth.authorize(request, action, bucket)
+        if action == "write":
+            _check_writable_bucket(bucket)
         if "uploadId" in q:
             return await self._multipart(request, bucket, key, q["uploadId"])
         if method == "POST":

@@ -120,6 +120,12 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     async def groups(request: Request) -> Response:
         return Response.json({"groups": [g.to_json() for g in await service.groups()]})
 
+    @route(f"{PREFIX}/servers/(?P<server>[^/]+)", ["DELETE"])
+    async def remove_server(request: Request) -> Response:
+        force = request.query.get("force", "") in ("1", "true")
+        removed = await service.remove_server(request.params["server"], force=force)
+        return Response.json(removed.to_json())
+
     @route(f"{PREFIX}/leases", ["POST"])
     async def leases(request: Request) -> Response:
         count = _parse(lambda raw: int(raw["count"]), await body_json(request))

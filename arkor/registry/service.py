@@ -12,6 +12,7 @@ Durable invariants, each kept inside one store transaction:
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -42,6 +43,8 @@ from arkor.model import (
 from arkor.names import check_bucket, check_object_key
 from arkor.registry.kv import KV
 from arkor.registry.store import MetaStore, Tx
+
+log = logging.getLogger(__name__)
 
 MAX_LEASE = 1_000_000
 MAX_LIST_LIMIT = 1000
@@ -307,6 +310,25 @@ class RegistryService:
                 info.state = "up"
             out.append(info)
         return out
+
+    async def remove_server(self, server_id: str, *, force: bool = False) -> ServerInfo:
+        """Forget a data server that is gone for good, so that its group can take a new member
+        under another URL (the newcomer fills itself from the peers, then the group is writable).
+        A server that is still heartbeating is refused unless `force`: it would re-register anyway.
+        """
+        found = [s for s in await self.servers() if s.server_id == server_id]
+        if not found:
+            raise NotFound(f"no data server {server_id!r}", code="no_such_server")
+        if found[0].state != "down" and not force:
+            raise Conflict(f"data server {server_id!r} is {found[0].state}; stop it first or force",
+                           code="server_not_down")
+
+        async def body(tx: Tx) -> None:
+            await tx.execute("DELETE FROM servers WHERE server_id = ?", (server_id,))
+
+        await self.store.write(body)
+        log.info("data server %s (%s, group %d) removed", server_id, found[0].url, found[0].group)
+        return found[0]
 
     async def groups(self) -> list[GroupInfo]:
         by_group: dict[int, list[ServerInfo]] = {}

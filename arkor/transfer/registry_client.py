@@ -112,6 +112,12 @@ class HttpRegistry:
         data = await self._call("GET", f"{PREFIX}/groups")
         return [GroupInfo.from_json(g) for g in data["groups"]]
 
+    async def remove_server(self, server_id: str, *, force: bool = False) -> ServerInfo:
+        """Forget a data server that is gone for good (`arkor admin remove-server`)."""
+        params = {"force": "1"} if force else None
+        path = f"{PREFIX}/servers/{quote(server_id, safe='')}"
+        return ServerInfo.from_json(await self._call("DELETE", path, params=params))
+
     async def reclaim_backlog(self) -> int:
         """Fragments waiting in the durable deletion queue (what the reaper still has to do)."""
         return int((await self._call("GET", f"{PREFIX}/reclaim"))["backlog"])

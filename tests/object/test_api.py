@@ -339,6 +339,21 @@ def test_unknown_paths_and_methods(http: httpx.Client) -> None:
     assert http.get("/readyz").status_code == 200
 
 
+def test_lfs_bucket_is_read_only_through_v1(http: httpx.Client) -> None:
+    """The git-lfs bucket holds objects whose SHA-256 the LFS API checked: v1 cannot write there."""
+    oid = "0" * 64
+    for response in (
+        http.put(f"/v1/git-lfs/ns/repo/{oid}", content=b"not what the oid says"),
+        http.post(f"/v1/git-lfs/ns/repo/{oid}?uploads"),
+        http.delete(f"/v1/git-lfs/ns/repo/{oid}"),
+        http.delete("/v1/git-lfs"),
+        http.put("/v1/git-lfs/x", headers={"x-arkor-copy-source": "/other/k"}),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "reserved_bucket"
+    assert http.get(f"/v1/git-lfs/ns/repo/{oid}").status_code == 404
+
+
 def test_seed_readme_curl(server: ArkorProcess, tmp_path: Path) -> None:
     """The seed's quick start, with real curl."""
     import subprocess

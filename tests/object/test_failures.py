@@ -23,7 +23,7 @@ from arkor.security import effective_secret
 from arkor.transfer.data_client import HttpReplica
 from arkor.transfer.registry_client import HttpRegistry
 from tests.object.cluster import Cluster, start_cluster
-from tests.procs import ArkorProcess, run_cli
+from tests.procs import ArkorProcess, free_port, run_cli
 
 MIB = 1024 * 1024
 OBJECT_SECTIONS = {"fragmentSize": "1MiB", "inFlightFragments": 2, "replicaTimeout": "10s"}
@@ -257,3 +257,45 @@ async def test_admin_status_shows_a_dead_server(one_group: Cluster) -> None:
         lambda: run_cli("admin", "status", "--registry", "http://127.0.0.1:9", timeout=60))
     assert unreachable.returncode == 1
     assert unreachable.stderr.decode().count("\n") == 1 and "unreachable" in unreachable.stderr.decode()
+
+
+async def test_dead_server_removed_and_replaced_under_another_url(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path, groups=1, object_sections=OBJECT_SECTIONS)
+    try:
+        body = os.urandom(3 * MIB + 17)
+        async with httpx.AsyncClient(timeout=60) as client:
+            assert (await client.put(cluster.url + "/v1/rep/obj", content=body)).status_code == 201
+            record = await manifest(cluster, client, "rep", "obj")
+            group = (await groups_of(cluster, client))[1]
+        victim_id = group.servers[0].server_id
+        remove = ["admin", "remove-server", "--registry", cluster.registry.url]
+        refused = await trio.to_thread.run_sync(lambda: run_cli(*remove, victim_id, timeout=60))
+        assert refused.returncode == 1 and b"stop it first" in refused.stderr, refused.stderr
+        data_proc(cluster, group.servers[0].url).kill()
+        deadline = time.monotonic() + 20
+        while True:  # the registry must see it down first (registry.heartbeatTimeout is 3 s here)
+            done = await trio.to_thread.run_sync(lambda: run_cli(*remove, victim_id, timeout=60))
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            await trio.sleep(0.5)
+        assert done.returncode == 0, done.stderr
+        unknown = await trio.to_thread.run_sync(lambda: run_cli(*remove, "no-such-id", timeout=60))
+        assert unknown.returncode == 1 and b"no data server" in unknown.stderr
+        async with httpx.AsyncClient(timeout=60) as client:
+            group = (await groups_of(cluster, client))[1]
+            assert len(group.servers) == 2 and not group.writable
+            port = free_port()
+            newcomer = ArkorProcess(
+                "data", tmp_path / "cluster.yaml", port, log_path=tmp_path / "data-new.log",
+                overrides=[f"data.port={port}", f"data.dir={tmp_path}/data-new", "data.group=1"],
+            )
+            cluster.data.append(newcomer.start(wait=60))
+            await wait_group_writable(cluster, client)
+            group = (await groups_of(cluster, client))[1]
+            assert newcomer.url in [s.url.rstrip("/") for s in group.servers]
+            for fragment in record.fragments:  # filled from its peers before the group took writes
+                assert newcomer.url in await holders(client, group, fragment.fid, fragment.crc32c)
+            got = await client.get(cluster.url + "/v1/rep/obj")
+            assert got.status_code == 200 and got.content == body
+    finally:
+        cluster.stop()
