@@ -209,7 +209,11 @@ class Repairer:
         p.pending_estimate = max([s.needles for s in live] + [0]) - self.store.live_needles
         p.pending_estimate = max(p.pending_estimate, 0)
         REPAIR_PENDING.labels(self._label).set(p.pending_estimate)
-        complete = await self._merge([s.url for s in live], started - self.min_age)
+        # While this server is not yet a full replica its group takes no writes, so a young needle
+        # is no write in flight here: copy it too (a put of identical bytes is idempotent), or the
+        # group would become writable while this copy still lacks the newest needles.
+        cutoff = started if p.repair_needed else started - self.min_age
+        complete = await self._merge([s.url for s in live], cutoff)
         p.passes += 1
         p.peers_compared = [s.url for s in live]
         p.last_pass_finished = time.time()

@@ -260,7 +260,8 @@ async def test_admin_status_shows_a_dead_server(one_group: Cluster) -> None:
 
 
 async def test_dead_server_removed_and_replaced_under_another_url(tmp_path: Path) -> None:
-    cluster = start_cluster(tmp_path, groups=1, object_sections=OBJECT_SECTIONS)
+    cluster = await trio.to_thread.run_sync(
+        lambda: start_cluster(tmp_path, groups=1, object_sections=OBJECT_SECTIONS))
     try:
         body = os.urandom(3 * MIB + 17)
         async with httpx.AsyncClient(timeout=60) as client:

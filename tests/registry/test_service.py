@@ -104,6 +104,26 @@ async def test_preconditions_are_checked_inside_the_commit(service: RegistryServ
     assert sorted(results) == ["412"] * 5 + ["ok"]
 
 
+async def test_concurrent_commits_each_get_their_own_outcome(service: RegistryService) -> None:
+    """Many commits at once (SQLite group-commits them in one transaction): each caller sees its
+    own result, a refused one changes nothing, and every acknowledged one is there."""
+    outcomes: dict[int, str] = {}
+
+    async def writer(i: int) -> None:
+        try:
+            await put(service, "mix", f"k{i:02d}", if_match="not-there" if i % 3 == 0 else None)
+            outcomes[i] = "ok"
+        except PreconditionFailed:
+            outcomes[i] = "412"
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(writer, i)
+    assert outcomes == {i: "412" if i % 3 == 0 else "ok" for i in range(40)}
+    page = await service.list_objects("mix", limit=100)
+    assert [o.key for o in page.objects] == [f"k{i:02d}" for i in range(40) if i % 3]
+
+
 async def test_bad_input_is_rejected_with_stable_codes(service: RegistryService) -> None:
     frags = await fragments(service, [1])
     cases = [
