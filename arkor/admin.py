@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from typing import Any
 
@@ -22,6 +23,7 @@ from arkor.errors import ArkorError
 from arkor.model import ServerInfo
 from arkor.security import effective_secret
 from arkor.transfer.registry_client import HttpRegistry
+from arkor.web.serve import client_verify
 
 TIMEOUT = 5.0
 
@@ -35,9 +37,11 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-async def collect(registry_url: str, secret: bytes) -> dict[str, Any]:
+async def collect(
+    registry_url: str, secret: bytes, verify: ssl.SSLContext | bool = True
+) -> dict[str, Any]:
     """Groups with each server's registry view, its own status and its repair progress."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=verify) as client:
         registry = HttpRegistry(registry_url, secret, client, TIMEOUT)
         groups = await registry.groups()
         backlog = await registry.reclaim_backlog()
@@ -85,7 +89,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     registry_url = args.registry or config.object.registry
     try:
-        report = trio.run(collect, registry_url, effective_secret(config.cluster.secret))
+        report = trio.run(collect, registry_url, effective_secret(config.cluster.secret),
+                          client_verify(config.http))
     except ArkorError as exc:
         print(f"arkor: admin status: {exc}", file=sys.stderr)
         return 1
@@ -98,7 +103,7 @@ def cmd_remove_server(args: argparse.Namespace) -> int:
     registry_url = args.registry or config.object.registry
 
     async def remove() -> ServerInfo:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=client_verify(config.http)) as client:
             registry = HttpRegistry(registry_url, effective_secret(config.cluster.secret), client, TIMEOUT)
             return await registry.remove_server(args.server_id, force=args.force)
 

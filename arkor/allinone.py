@@ -19,6 +19,7 @@ from arkor.config import Config, ConfigError
 from arkor.model import ServerInfo
 from arkor.object.main import http_client, http_replica_factory, serve_object_server
 from arkor.transfer.contracts import Replica
+from arkor.web.serve import url_scheme
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ async def run(config: Config) -> None:
                 partial(serve_object_server, cfg, registry=registry, replica_factory=replica_factory)
             )
             log.info(
-                "arkor allinone ready: object http://%s:%d, registry :%d, data %s, data dir %s",
-                cfg.allinone.host, cfg.allinone.objectPort, cfg.allinone.registryPort,
+                "arkor allinone ready: object %s://%s:%d, registry :%d, data %s, data dir %s",
+                url_scheme(cfg.http), cfg.allinone.host, cfg.allinone.objectPort, cfg.allinone.registryPort,
                 ",".join(str(p) for p in cfg.allinone.dataPorts), cfg.allinone.dataDir,
             )

@@ -90,6 +90,9 @@ class HttpConfig:
     listenMode: str = field(default="http", metadata={"choices": ("http", "https")})
     httpsCertFile: str = ""
     httpsKeyFile: str = ""
+    # PEM CA bundle the roles trust when they call each other over https (a private CA or the
+    # self-signed httpsCertFile itself); empty: the system's CAs.
+    caFile: str = ""
     keepAliveTimeout: Duration = Duration(75.0)
     maxHeaderBytes: Size = Size(16 * 1024)
 
@@ -314,6 +317,8 @@ def _validate(config: Config) -> None:
                 raise ConfigError(f"http.{key}: required when http.listenMode is https")
             if not Path(path).is_file():
                 raise ConfigError(f"http.{key}: no such file {path!r}")
+    if config.http.caFile and not Path(config.http.caFile).is_file():
+        raise ConfigError(f"http.caFile: no such file {config.http.caFile!r}")
     if not 1 <= config.cluster.replicas <= 9:
         raise ConfigError("cluster.replicas: must be between 1 and 9")
     if config.object.fragmentSize < 64 * 1024:

@@ -26,7 +26,7 @@ from arkor.data.store import NeedleStore
 from arkor.model import ServerInfo
 from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry
-from arkor.web.serve import serve_app, url_scheme
+from arkor.web.serve import client_verify, serve_app, url_scheme
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ async def serve_data_server(
         repairer = Repairer(
             store, group=data.group, server_id=server_id, url=lambda: state.url, registry=registry,
             secret=state.secret, rate=float(data.repairRate), interval=float(data.repairInterval),
+            verify=client_verify(config.http),
         )
         scrubber = Scrubber(store, group=data.group, rate=float(data.scrubRate),
                             on_corrupt=repairer.report_corrupt, pause=float(data.repairInterval))
@@ -163,7 +164,8 @@ async def run(config: Config) -> None:
 
     data = config.data
     secret = effective_secret(config.cluster.secret)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+    async with httpx.AsyncClient(verify=client_verify(config.http),
+                                 timeout=httpx.Timeout(10.0, connect=5.0)) as client:
         registry: Registry | None = None
         if data.registry:
             try:

@@ -20,6 +20,7 @@ Copies are throttled to data.repairRate bytes per second so foreground traffic k
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -106,7 +107,9 @@ class Repairer:
         rate: float,
         interval: float = 30.0,
         min_age: float = MIN_AGE,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        self._verify = verify  # for https peers: http.caFile or the system CAs
         self.store = store
         self.group = group
         self.server_id = server_id
@@ -143,6 +146,7 @@ class Repairer:
 
     async def run(self) -> None:
         async with httpx.AsyncClient(
+            verify=self._verify,
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
         ) as client:

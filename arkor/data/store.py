@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,7 +92,7 @@ class NeedleStore:
         self.live_needles = 0
         self.live_bytes = 0  # data bytes of live needles
         self.load_stats: dict[str, Any] = {}
-        self._writing: set[int] = set()
+        self._writing: dict[int, trio.Event] = {}  # key -> set when its write (or delete) ends
         self._rotate_lock = trio.Lock()
         self._compact_lock = trio.Lock()
         self._closed = False
@@ -181,23 +182,21 @@ class NeedleStore:
         """Store a needle from `chunks` (exactly `size` bytes whose CRC32C is `crc`) and fsync.
 
         Returns True when stored, False when the identical needle was already there (idempotent
-        retry). Raises ChecksumMismatch / SizeMismatch (nothing stored), Conflict (the key holds
-        other content, was deleted, or is being written), InsufficientStorage, PayloadTooLarge.
+        retry, also after waiting for a concurrent write of the same needle). Raises ChecksumMismatch /
+        SizeMismatch (nothing stored), Conflict (the key holds other content or was deleted),
+        InsufficientStorage, PayloadTooLarge.
         """
         if size < 0 or size > self.max_needle_size:
             raise PayloadTooLarge(f"needle of {size} bytes exceeds data.maxNeedleSize {self.max_needle_size}")
-        existing = self.index.get(fid.key)
-        if existing is not None:
-            if existing.deleted:
-                raise Conflict(f"needle {fid} was deleted; keys are never reused")
-            if (existing.cookie, existing.size, existing.crc32c) != (fid.cookie, size, crc):
-                raise Conflict(f"key {fid.key:x} already holds other content")
-            await _drain_verified(chunks, size, crc)
-            return False
-        if fid.key in self._writing:
-            raise Conflict(f"a write of key {fid.key:x} is in progress")
-        self._writing.add(fid.key)
-        try:
+        async with self._key_turn(fid.key):
+            existing = self.index.get(fid.key)
+            if existing is not None:
+                if existing.deleted:
+                    raise Conflict(f"needle {fid} was deleted; keys are never reused")
+                if (existing.cookie, existing.size, existing.crc32c) != (fid.cookie, size, crc):
+                    raise Conflict(f"key {fid.key:x} already holds other content")
+                await _drain_verified(chunks, size, crc)
+                return False
             header = nd.Header(fid.key, fid.cookie, size, time.time_ns())
             if size <= WHOLE_WRITE_MAX:
                 data = await _gather_verified(chunks, size, crc)
@@ -206,22 +205,34 @@ class NeedleStore:
             else:
                 await self._put_streaming(header, chunks, crc)
             return True
+
+    @asynccontextmanager
+    async def _key_turn(self, key: int) -> AsyncIterator[None]:
+        """One write, rewrite or delete of a key at a time; a later one waits for the earlier.
+
+        Why wait rather than refuse: the same needle can arrive twice at once (an object server's
+        write and a repair copy of it from a peer, or a retried PUT), and a delete can chase a write
+        being rolled back. After the wait the caller decides on what the first one left: identical
+        bytes are an idempotent success, a tombstone wins."""
+        while (busy := self._writing.get(key)) is not None:
+            await busy.wait()
+        done = self._writing[key] = trio.Event()
+        try:
+            yield
         finally:
-            self._writing.discard(fid.key)
+            del self._writing[key]
+            done.set()
 
     async def rewrite(self, fid: FileID, chunks: AsyncIterable[bytes], size: int, crc: int) -> None:
         """Append a fresh copy of a live needle whose stored copy is corrupt (repair, from a good
         replica): the index then points at the new copy and the bad one becomes garbage.
         Conflict unless `fid` is live here with this size and CRC32C."""
-        existing = self.index.get(fid.key)
-        if existing is None or existing.deleted or (existing.cookie, existing.size, existing.crc32c) != (
-            fid.cookie, size, crc,
-        ):
-            raise Conflict(f"needle {fid} is not live here with that content: nothing to rewrite")
-        if fid.key in self._writing:
-            raise Conflict(f"a write of key {fid.key:x} is in progress")
-        self._writing.add(fid.key)
-        try:
+        async with self._key_turn(fid.key):
+            existing = self.index.get(fid.key)
+            if existing is None or existing.deleted or (
+                existing.cookie, existing.size, existing.crc32c
+            ) != (fid.cookie, size, crc):
+                raise Conflict(f"needle {fid} is not live here with that content: nothing to rewrite")
             header = nd.Header(fid.key, fid.cookie, size, time.time_ns())
             if size <= WHOLE_WRITE_MAX:
                 data = await _gather_verified(chunks, size, crc)
@@ -229,8 +240,6 @@ class NeedleStore:
                 await self._finish_write(volume, offset, header, crc)
             else:
                 await self._put_streaming(header, chunks, crc)
-        finally:
-            self._writing.discard(fid.key)
 
     async def _put_streaming(self, header: nd.Header, chunks: AsyncIterable[bytes], crc: int) -> None:
         length = nd.padded_length(header.size)
@@ -354,21 +363,16 @@ class NeedleStore:
     async def delete(self, fid: FileID) -> bool:
         """Append a tombstone. True when a live needle was deleted; deleting an absent key writes a
         tombstone too (so a late write of that key is refused). NotFound on a wrong cookie."""
-        existing = self.index.get(fid.key)
-        if existing is not None and existing.cookie != fid.cookie:
-            raise NotFound(f"no needle {fid}")
-        if existing is not None and existing.deleted:
-            return False
-        if fid.key in self._writing:
-            raise Conflict(f"a write of key {fid.key:x} is in progress")
-        self._writing.add(fid.key)
-        try:
+        async with self._key_turn(fid.key):
+            existing = self.index.get(fid.key)
+            if existing is not None and existing.cookie != fid.cookie:
+                raise NotFound(f"no needle {fid}")
+            if existing is not None and existing.deleted:
+                return False
             header = nd.Header(fid.key, fid.cookie, 0, time.time_ns(), nd.FLAG_TOMBSTONE)
             # Tombstones ignore data.reserveBytes: deleting must work on a full disk.
             volume, offset = await self._append(nd.encode(header, b""), header.length, False)
             await self._finish_write(volume, offset, header, 0)
-        finally:
-            self._writing.discard(fid.key)
         return existing is not None
 
     # --- reads -----------------------------------------------------------------------------------

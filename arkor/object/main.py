@@ -27,7 +27,7 @@ from arkor.object.service import ObjectService
 from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry, Replica
 from arkor.transfer.placement import ReplicaFactory
-from arkor.web.serve import serve_app
+from arkor.web.serve import client_verify, serve_app
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def http_client(config: Config) -> httpx.AsyncClient:
     """One pooled client for all internal calls of this process."""
     timeout = float(config.object.replicaTimeout)
     return httpx.AsyncClient(
+        verify=client_verify(config.http),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30),
     )

@@ -26,7 +26,7 @@ from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
 from arkor.security import SIGNATURE_HEADER, effective_secret, sign
 from arkor.transfer.contracts import Replica
-from arkor.web.serve import serve_app
+from arkor.web.serve import client_verify, serve_app
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ async def _reap(
 ) -> None:
     rc = config.registry
     async with httpx.AsyncClient(
+        verify=client_verify(config.http),
         timeout=httpx.Timeout(30.0, connect=5.0),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30),
     ) as client:

@@ -4,22 +4,24 @@ Every SQLite call blocks, so it runs in a worker thread under a bounded Capacity
 transaction (BEGIN, the body's statements, COMMIT) runs in ONE worker-thread call: the body's
 `await tx.query(...)` calls complete at once there (`_InlineTx` never suspends), so a commit costs
 one thread hand-off instead of one per statement. Under load each hand-off waits for a turn of the
-busy trio loop, and with the writer lock held that wait serialised every PUT. A body that does
-suspend (awaits something other than the transaction) is rolled back and run again the slow way.
+busy trio loop, and with one writer at a time that wait serialised every PUT. So a body must await
+nothing but its transaction (see `MetaStore`): one that suspends on something else is rolled back
+and run again the slow way (a statement per hand-off); one that calls trio from the worker thread
+fails.
 
-Writes are group-committed: the writer lock's holder takes every write queued so far (up to
-`WRITE_BATCH`) and runs them in one transaction, each body inside its own SAVEPOINT (a body that
+Writes are group-committed: one queued writer leads and takes every write queued so far (up to
+`WRITE_BATCH`) into one transaction, each body inside its own SAVEPOINT (a body that
 raises is rolled back alone). The WAL fsync of that one COMMIT, the cost that bounds SQLite at a
 few hundred commits per second on this kind of disk, is shared; nobody's result is returned before
-the COMMIT is durable. Writes go
-through ONE writer connection (SQLite allows one writer at a time anyway; a trio.Lock queues
-writers fairly instead of spinning on SQLITE_BUSY); `BEGIN IMMEDIATE` plus busy_timeout also
-serialise writers of other processes sharing the file. Reads use a small pool of reader
+the COMMIT is durable. Writes go through ONE writer connection (SQLite allows one writer at a time
+anyway; the queue orders writers fairly instead of spinning on SQLITE_BUSY); `BEGIN IMMEDIATE`
+plus busy_timeout also serialise writers of other processes sharing the file. Reads use a small pool of reader
 connections, which WAL lets run beside the writer on a consistent snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -96,22 +98,23 @@ def _run_inline(conn: sqlite3.Connection, begin: str, body: Callable[[Tx], Await
 
 
 class _PendingWrite:
-    """One queued write body and, once its batch has committed, its outcome."""
+    """One queued write body; `finished` once its batch has committed (or failed)."""
 
-    __slots__ = ("body", "done", "error", "result", "slow", "taken")
+    __slots__ = ("body", "error", "finished", "result", "slow", "taken", "wake")
 
     def __init__(self, body: Callable[[Tx], Awaitable[Any]]) -> None:
         self.body = body
         self.taken = False  # picked up by a batch: its outcome is decided there
-        self.slow = False  # suspended inline: run on its own transaction after the batch
-        self.done = trio.Event()
+        self.slow = False  # suspended inline: run in its own transaction after the batch
+        self.finished = False
+        self.wake = trio.Event()  # set when finished, or when it is this entry's turn to lead
         self.result: Any = None
         self.error: BaseException | None = None
 
 
 def _run_batch(conn: sqlite3.Connection, batch: list[_PendingWrite]) -> None:
     """One BEGIN IMMEDIATE ... COMMIT around every body of `batch`, each in a SAVEPOINT; outcomes
-    are stored on the entries (on a failed COMMIT every entry gets that error)."""
+    are stored on the entries (if the transaction fails as a whole, every entry gets its error)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for entry in batch:
@@ -124,8 +127,10 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_PendingWrite]) -> None:
                 entry.result = finished.value
                 conn.execute("RELEASE arkor_write")
                 continue
-            except Exception as exc:  # noqa: BLE001 - this body's own failure, reported to it
-                entry.error = exc
+            except Exception as exc:
+                if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
+                    raise
+                entry.error = exc  # this body's own failure, reported to it alone
             else:
                 coro.close()  # type: ignore[attr-defined]
                 entry.slow = True
@@ -136,7 +141,7 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_PendingWrite]) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         for entry in batch:
-            entry.error, entry.result = exc, None
+            entry.error, entry.result, entry.slow = exc, None, False
         raise
 
 
@@ -146,8 +151,8 @@ class SqliteStore:
     def __init__(self, path: Path, *, readers: int = 4, threads: int = 8) -> None:
         self.path = path
         self._limiter = trio.CapacityLimiter(threads)
-        self._write_lock = trio.Lock()
         self._write_queue: list[_PendingWrite] = []
+        self._write_leader: _PendingWrite | None = None
         self._writer: sqlite3.Connection | None = None
         self._readers_wanted = readers
         self._readers: list[sqlite3.Connection] = []
@@ -203,45 +208,65 @@ class SqliteStore:
                 return await body(tx)
 
     async def write(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `body` in a write transaction, group-committed with the writes queued beside it.
+
+        One queued writer at a time leads: it commits the oldest `WRITE_BATCH` queued writes (its
+        own first) in one worker-thread call, shielded, then hands the lead to the oldest writer
+        still queued. The others wait for their outcome. A writer cancelled while still queued is
+        removed and never runs; one already taken into a batch gets that batch's true outcome."""
         assert self._writer is not None, "store not open"
         entry = _PendingWrite(body)
         self._write_queue.append(entry)
+        if self._write_leader is None:
+            self._write_leader = entry
         try:
-            async with self._write_lock:
-                if not entry.taken:
-                    await self._commit_queued(self._writer)
+            while not entry.finished and self._write_leader is not entry:
+                await entry.wake.wait()
+                entry.wake = trio.Event()
         except BaseException:
-            if not entry.taken:  # cancelled while queued: never runs
+            if not entry.taken:
                 self._write_queue.remove(entry)
+                if self._write_leader is entry:
+                    self._hand_over_lead()
                 raise
-            # Another task's batch holds this write: its outcome is decided there, shortly.
+            with trio.CancelScope(shield=True):  # decided in another writer's batch, shortly
+                while not entry.finished:
+                    await entry.wake.wait()
+                    entry.wake = trio.Event()
+        if not entry.finished:
             with trio.CancelScope(shield=True):
-                await entry.done.wait()
+                await self._lead(self._writer)
+        assert entry.finished
         if entry.error is not None:
             raise entry.error
         return entry.result  # type: ignore[no-any-return]
 
-    async def _commit_queued(self, conn: sqlite3.Connection) -> None:
-        """Commit the queued writes, oldest first (called with the writer lock held)."""
+    async def _lead(self, conn: sqlite3.Connection) -> None:
+        """Commit the oldest queued writes (the leader's own is the first), then pass the lead."""
         batch, self._write_queue = self._write_queue[:WRITE_BATCH], self._write_queue[WRITE_BATCH:]
-        for entry in batch:
-            entry.taken = True
-            entry.error = RuntimeError("the write batch did not run")  # cleared by _run_batch
         try:
-            # Not abandoned on cancel (run_sync waits for the thread): the batch commits or not.
-            await trio.to_thread.run_sync(_run_batch, conn, batch, limiter=self._limiter)
-        except Exception:  # noqa: BLE001 - stored on every entry by _run_batch
-            pass
+            for entry in batch:
+                entry.taken = True
+                entry.error = RuntimeError("the write batch did not run")  # cleared by _run_batch
+            with contextlib.suppress(Exception):  # every entry carries the error
+                await trio.to_thread.run_sync(_run_batch, conn, batch, limiter=self._limiter)
+            for entry in batch:
+                if entry.slow:  # its body awaited something else: its own transaction, per statement
+                    try:
+                        async with self._transaction(conn, "BEGIN IMMEDIATE") as tx:
+                            entry.result = await entry.body(tx)
+                    except Exception as exc:  # noqa: BLE001 - reported to its caller
+                        entry.error = exc
         finally:
             for entry in batch:
-                if entry.slow and entry.error is None:
-                    with trio.CancelScope(shield=True):
-                        try:
-                            async with self._transaction(conn, "BEGIN IMMEDIATE") as tx:
-                                entry.result = await entry.body(tx)
-                        except Exception as exc:  # noqa: BLE001 - reported to its caller
-                            entry.error = exc
-                entry.done.set()
+                entry.finished = True
+                entry.wake.set()
+            self._hand_over_lead()
+
+    def _hand_over_lead(self) -> None:
+        self._write_leader = self._write_queue[0] if self._write_queue else None
+        if self._write_leader is not None:
+            self._write_leader.wake.set()
 
     async def read(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         async with self._reader_slots:

@@ -53,7 +53,8 @@ class MetaStore(Protocol):
     async def write(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """Run `body` in one read-write transaction and commit; rolled back on any error or
         cancellation. `body` may run more than once (deadlock retry): it must not have side
-        effects outside the transaction."""
+        effects outside the transaction. It must await nothing but `tx` (and helpers that only
+        await `tx`): SQLite runs the whole body in a worker thread (see sqlite_store)."""
 
     async def read(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """Run `body` on one consistent snapshot."""

@@ -7,6 +7,7 @@ Quart's RESPONSE_TIMEOUT / MAX_CONTENT_LENGTH must be off for streamed bodies (s
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,11 @@ def hypercorn_config(http: HttpConfig, bind: str) -> HypercornConfig:
 
 def url_scheme(http: HttpConfig) -> str:
     return "https" if http.listenMode == "https" else "http"
+
+
+def client_verify(http: HttpConfig) -> ssl.SSLContext | bool:
+    """What internal httpx clients verify https peers against: `http.caFile`, else system CAs."""
+    return ssl.create_default_context(cafile=http.caFile) if http.caFile else True
 
 
 async def serve_app(
