@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         report = trio.run(collect, registry_url, effective_secret(config.cluster.secret),
                           client_verify(config.http))
-    except ArkorError as exc:
+    except (ArkorError, httpx.InvalidURL, ValueError) as exc:
         print(f"arkor: admin status: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=1) if args.json else format_report(report))
@@ -109,7 +109,7 @@ def cmd_remove_server(args: argparse.Namespace) -> int:
 
     try:
         removed = trio.run(remove)
-    except ArkorError as exc:
+    except (ArkorError, httpx.InvalidURL, ValueError) as exc:
         print(f"arkor: admin remove-server: {exc}", file=sys.stderr)
         return 1
     print(f"removed data server {removed.server_id} ({removed.url}, group {removed.group}); start a new "

@@ -332,8 +332,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("data.group: must be at least 1")
     if not 0.0 < config.data.compactGarbageRatio <= 1.0:
         raise ConfigError("data.compactGarbageRatio: must be above 0 and at most 1")
-    if config.registry.leaseSize < 1:
-        raise ConfigError("registry.leaseSize: must be at least 1")
+    if not 1 <= config.registry.leaseSize <= 1_000_000:
+        raise ConfigError("registry.leaseSize: must be between 1 and 1000000")
+    if config.data.compactInterval < 1:
+        raise ConfigError("data.compactInterval: must be at least 1s")
     if config.data.volumeSize < 1024 * 1024:
         raise ConfigError("data.volumeSize: must be at least 1MiB")
     for section in ("registry", "data", "object"):

@@ -102,7 +102,7 @@ async def compaction_loop(store: NeedleStore, interval: float, garbage_ratio: fl
     while True:
         await trio.sleep(interval)
         try:
-            done = await store.compact(min_garbage_ratio=garbage_ratio)
+            done = await store.compact(min_garbage_ratio=garbage_ratio, min_active_fill=0.5)
         except Exception:
             log.exception("compaction failed; retrying in %.0f s", interval)
             continue

@@ -479,13 +479,18 @@ class NeedleStore:
             "load": self.load_stats,
         }
 
-    async def compact(self, *, min_garbage_ratio: float = 0.0) -> list[dict[str, Any]]:
+    async def compact(
+        self, *, min_garbage_ratio: float = 0.0, min_active_fill: float = 0.0
+    ) -> list[dict[str, Any]]:
         """Rewrite every volume whose dead bytes exceed `min_garbage_ratio` of its size, while
-        reads and writes go on. The active volume is sealed first when it qualifies."""
+        reads and writes go on. The active volume is sealed first when it qualifies and is at
+        least `min_active_fill` of volume_size (the periodic run passes 0.5: sealing small
+        active volumes on every round would leave a trail of small volumes, two files each)."""
         async with self._compact_lock:
             active = self.active
             assert active is not None
-            if _garbage(active) > 0 and _garbage(active) >= min_garbage_ratio * active.end:
+            big_enough = active.end >= min_active_fill * self.volume_size
+            if big_enough and _garbage(active) > 0 and _garbage(active) >= min_garbage_ratio * active.end:
                 async with self._rotate_lock:
                     if self.active is active:
                         await self._rotate()

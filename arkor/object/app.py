@@ -408,6 +408,7 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
         if scope["type"] != "http":
             return
         body_done = not _has_body(scope)
+        answered = False  # the response is complete (then nothing but _discard_until_closed reads)
 
         async def tracking_receive() -> dict[str, Any]:
             nonlocal body_done
@@ -417,6 +418,7 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
             return message
 
         async def closing_send(message: dict[str, Any]) -> None:
+            nonlocal answered
             # Answered before the whole body was read (an error): the connection cannot be reused,
             # so say so; otherwise a client may send its next request into a closing socket.
             if message["type"] == "http.response.start" and not body_done:
@@ -426,13 +428,14 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
                     await _drain(tracking_receive, lambda: body_done, drain_timeout)
                 if not body_done:
                     nursery.start_soon(_discard_until_closed, tracking_receive)
+                answered = True
             await send(message)
 
         async with trio.open_nursery() as nursery:
             token = REQUEST_NURSERY.set(nursery)
             try:
                 await router(scope, tracking_receive, closing_send)
-                if not body_done:
+                if not body_done and not answered:  # no response at all (client gone): drain
                     await _drain(tracking_receive, lambda: body_done, drain_timeout)
             finally:
                 REQUEST_NURSERY.reset(token)
