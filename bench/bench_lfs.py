@@ -43,9 +43,10 @@ from tests.procs import free_port
 MB = 1_000_000
 GIFTLESS_VENV = Path("/tmp/arkor-bench-giftless-venv")
 GIFTLESS_VERSION = "0.6.2"
-# giftless 0.6.2 imports these but its wheel does not declare them.
+# giftless 0.6.2 imports these but its wheel does not declare them. PyJWT 2.10 and later refuse the
+# transfer tokens giftless issues to anonymous users ("sub": null), so uploads would get 401.
 GIFTLESS_DEPS = [
-    "flask", "flask-classful", "flask-marshmallow", "marshmallow", "webargs", "figcan", "pyjwt",
+    "flask", "flask-classful", "flask-marshmallow", "marshmallow", "webargs", "figcan", "pyjwt<2.10",
     "python-dateutil", "python-dotenv", "pyyaml", "cachetools", "typing-extensions", "requests",
     "cryptography", "uwsgi",
 ]
