@@ -102,6 +102,9 @@ class Giftless:
                 "-H", str(venv), "--module", "giftless.wsgi_entrypoint", "--callable", "app",
                 "--processes", "2", "--threads", "4", "--manage-script-name",
                 "--http-timeout", "600", "--disable-logging",
+                # uWSGI's HTTP router closes every connection after its response; without saying
+                # so the Go client reuses a closing one and a POST fails ("server closed idle").
+                "--add-header", "Connection: close",
             ],
             env={**os.environ, "GIFTLESS_CONFIG_FILE": str(config)},
             stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
