@@ -42,8 +42,8 @@ from arkor.data.store import NeedleStore
 from arkor.data.volume import IDX_HEADER, IDX_MAGIC, Record, dat_path, idx_path
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, effective_secret, sign
-from bench.common import MB, PeakRss, RawHttp, machine, raw_disk_write, start_nginx
-from tests.procs import ArkorProcess, free_port, write_config
+from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx
+from tests.procs import ArkorProcess, PeakRss, free_port, write_config
 
 SECRET = "bench-data-secret"
 
@@ -61,7 +61,6 @@ async def small_requests(url: str, n: int, concurrency: int, method: str, paths:
     body = os.urandom(1024)
     crc = str(crc32c(body))
     secret = effective_secret(SECRET)
-    conns = [await RawHttp.connect(url) for _ in range(concurrency)]
 
     async def worker(conn: RawHttp) -> None:
         for i in todo:
@@ -74,14 +73,7 @@ async def small_requests(url: str, n: int, concurrency: int, method: str, paths:
                 status, data = await conn.request("GET", path)
                 assert status == 200 and len(data) == 1024, status  # type: ignore[arg-type]
 
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for conn in conns:
-            nursery.start_soon(worker, conn)
-    elapsed = time.perf_counter() - started
-    for conn in conns:
-        await conn.aclose()
-    return n / elapsed
+    return n / await run_clients(url, concurrency, worker)
 
 
 async def big_put(url: str, fid: FileID, data: bytes) -> float:
@@ -243,7 +235,7 @@ async def main(args: argparse.Namespace) -> None:
                     nginx.url, args.small, args.concurrency, "GET", ["/k.bin"] * args.small)
             results["raw_small_fsync_per_s"] = await trio.to_thread.run_sync(raw_small_appends, work, 2000)
             puts, gets, raws, ngx = [], [], [], []
-            peak = PeakRss(proc.pid or 0)
+            peak = PeakRss(proc.pid or 0).start()
             for run in range(args.runs):
                 fid = FileID(1, 2 * 10**9 + run, 99)
                 puts.append(await big_put(proc.url, fid, big))

@@ -28,17 +28,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import psutil
 
 from arkor.config import parse_size
 from tests.lfs.gitlfs import GitEnv, sha256_file, start_allinone
-from tests.procs import free_port
+from tests.procs import PeakRss, free_port
 
 MB = 1_000_000
 GIFTLESS_VENV = Path("/tmp/arkor-bench-giftless-venv")
@@ -139,40 +137,6 @@ class Giftless:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-
-
-def tree_rss(pid: int) -> int:
-    parent = psutil.Process(pid)
-    total = parent.memory_info().rss
-    for child in parent.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-class PeakRss:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                self.peak = max(self.peak, tree_rss(self.pid))
-            except psutil.Error:
-                pass
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 # --- one measurement ---------------------------------------------------------------------------

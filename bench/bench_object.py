@@ -30,9 +30,9 @@ from pathlib import Path
 import trio
 
 from arkor.config import parse_size
-from bench.common import MB, PeakRss, RawHttp, machine, raw_disk_write, start_nginx
+from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx
 from tests.object.cluster import start_allinone, start_cluster
-from tests.procs import ArkorProcess
+from tests.procs import ArkorProcess, PeakRss
 
 SMALL = 4 * 1024
 
@@ -65,7 +65,6 @@ async def small_load(url: str, method: str, paths: list[str], concurrency: int,
     """req/s and latency percentiles for one request per path, `concurrency` keep-alive clients."""
     todo = iter(paths)
     latencies: list[float] = []
-    conns = [await RawHttp.connect(url) for _ in range(concurrency)]
     expected = 201 if method == "PUT" else 200
 
     async def worker(conn: RawHttp) -> None:
@@ -76,13 +75,7 @@ async def small_load(url: str, method: str, paths: list[str], concurrency: int,
             if status != expected or (method == "GET" and data != body):
                 raise AssertionError(f"{method} {path}: {status} {data!r:.200}")
 
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for conn in conns:
-            nursery.start_soon(worker, conn)
-    elapsed = time.perf_counter() - started
-    for conn in conns:
-        await conn.aclose()
+    elapsed = await run_clients(url, concurrency, worker)
     return {"rate": len(paths) / elapsed, "p50": percentile(latencies, 0.5) * 1000,
             "p99": percentile(latencies, 0.99) * 1000}
 
@@ -115,7 +108,7 @@ async def measure(dep: Deployment, args: argparse.Namespace, small: bytes, big: 
     out: dict[str, dict[str, float]] = {}
     warm = [f"/v1/bench-{tag}/warm/{i}" for i in range(200)]
     await small_load(dep.url, "PUT", warm, args.concurrency, small)
-    peak = PeakRss(dep.pid)
+    peak = PeakRss(dep.pid).start()
     paths = [f"/v1/bench-{tag}/small/{i:06d}" for i in range(args.small)]
     out["4 KiB PUT"] = await small_load(dep.url, "PUT", paths, args.concurrency, small)
     out["4 KiB GET"] = await small_load(dep.url, "GET", paths, args.concurrency, small)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -32,30 +32,6 @@ def machine() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
             f"Python {platform.python_version()}")
-
-
-class PeakRss:
-    """Samples a process's RSS every 20 ms in a thread; `.peak` after `stop()`."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 class RawHttp:
@@ -117,6 +93,20 @@ class RawHttp:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def run_clients(url: str, concurrency: int, worker: Callable[[RawHttp], Awaitable[None]]) -> float:
+    """Run `worker` on `concurrency` keep-alive connections at once; the elapsed seconds."""
+    conns = [await RawHttp.connect(url) for _ in range(concurrency)]
+    started = time.perf_counter()
+    try:
+        async with trio.open_nursery() as nursery:
+            for conn in conns:
+                nursery.start_soon(worker, conn)
+        return time.perf_counter() - started
+    finally:
+        for conn in conns:
+            await conn.aclose()
 
 
 def raw_disk_write(directory: Path, data: bytes) -> float:

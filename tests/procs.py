@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -124,17 +125,59 @@ class ArkorProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the process (and its children), via psutil."""
+        assert self.proc is not None
+        return tree_rss(self.proc.pid)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its children (hypercorn workers, subprocesses)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = parent.memory_info().rss
+    for child in parent.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class PeakRss:
+    """The peak `tree_rss` of a process, sampled every 50 ms in a thread while a transfer runs.
+
+    ``with PeakRss(pid) as rss: ...`` then ``rss.peak``; or ``PeakRss(pid).start()`` and ``stop()``.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
         import psutil
 
-        assert self.proc is not None
-        parent = psutil.Process(self.proc.pid)
-        total = parent.memory_info().rss
-        for child in parent.children(recursive=True):
+        while not self._stop.wait(0.05):
             try:
-                total += child.memory_info().rss
-            except psutil.NoSuchProcess:
+                self.peak = max(self.peak, tree_rss(self.pid))
+            except psutil.Error:  # exited, or between children
                 pass
-        return total
+
+    def start(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+    def __enter__(self) -> PeakRss:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.lfs.gitlfs import USERS, GitEnv, sha256_file
-from tests.procs import ArkorProcess
+from tests.procs import ArkorProcess, PeakRss
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -83,32 +82,6 @@ def test_push_clone_pull_fsck_and_nothing_to_reupload(dev_server: ArkorProcess, 
     assert "Git LFS fsck OK" in git.run("lfs", "fsck", cwd=lazy).stdout
 
 
-class _PeakRss:
-    """Samples the server's resident memory in a thread while a transfer runs."""
-
-    def __init__(self, server: ArkorProcess) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                self.peak = max(self.peak, self.server.rss_bytes())
-            except Exception:  # noqa: BLE001 - the process may be between children
-                pass
-
-    def __enter__(self) -> _PeakRss:
-        self.peak = self.server.rss_bytes()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 @pytest.mark.slow
 def test_one_gib_push_and_pull_with_bounded_server_memory(
     dev_server: ArkorProcess, tmp_path: Path
@@ -125,13 +98,13 @@ def test_one_gib_push_and_pull_with_bounded_server_memory(
     digest = sha256_file(big)
     git.run("add", "big.bin", cwd=work)
     git.run("commit", "-q", "-m", "1 GiB", cwd=work)
-    with _PeakRss(dev_server) as push_rss:
+    with PeakRss(dev_server.pid or 0) as push_rss:
         git.run("push", "origin", "main", cwd=work)
     assert f"team/big/{digest}" in _stored(dev_server, "team/big/")
 
     clone = tmp_path / "clone"
     git.run("clone", "-q", str(origin), str(clone), cwd=tmp_path, env={"GIT_LFS_SKIP_SMUDGE": "1"})
-    with _PeakRss(dev_server) as pull_rss:
+    with PeakRss(dev_server.pid or 0) as pull_rss:
         git.run("lfs", "pull", cwd=clone)
     assert sha256_file(clone / "big.bin") == digest
     # Streaming end to end: the server holds a few fragments per transfer, never the object.

@@ -6,46 +6,18 @@ from __future__ import annotations
 import hashlib
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 
 from tests.object.cluster import start_allinone
-from tests.procs import ArkorProcess, free_port, write_config
+from tests.procs import ArkorProcess, PeakRss, free_port, write_config
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, and the content is position-dependent per block below
-
-
-class PeakRss:
-    """The peak RSS of a process tree, sampled every 50 ms in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                rss = self.proc.memory_info().rss
-                rss += sum(c.memory_info().rss for c in self.proc.children(recursive=True))
-            except psutil.Error:
-                return
-            self.peak = max(self.peak, rss)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def blocks(total: int) -> Iterator[bytes]:
@@ -59,7 +31,7 @@ def test_two_gib_put_and_get_with_bounded_memory(tmp_path: Path) -> None:
         expected = hashlib.md5()
         for block in blocks(2 * GIB):
             expected.update(block)
-        peak = PeakRss(proc.pid or 0)
+        peak = PeakRss(proc.pid or 0).start()
         with httpx.Client(timeout=300) as client:
             put = client.put(proc.url + "/v1/big/two-gib", content=blocks(2 * GIB),
                              headers={"content-length": str(2 * GIB)})
