@@ -192,7 +192,7 @@ class Repairer:
             me = self._url().rstrip("/")
             members = next((g.servers for g in groups if g.group == self.group), [])
             for s in members:
-                REPLICA_UP.labels(str(self.group), s.url).set(0 if s.state == "down" else 1)
+                REPLICA_UP.labels(str(self.group), s.url).set(1 if s.state == "up" else 0)
             self._peers = [s for s in members if s.server_id != self.server_id and s.url.rstrip("/") != me]
             self._peers_at = time.monotonic()
         return self._peers

@@ -26,6 +26,7 @@ from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
 from arkor.security import SIGNATURE_HEADER, effective_secret, sign
 from arkor.transfer.contracts import Replica
+from arkor.web.metrics import REPLICA_UP
 from arkor.web.serve import client_verify, serve_app
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,25 @@ async def serve_registry(
         app = build_app(service, effective_secret(config.cluster.secret))
         await nursery.start(partial(serve_app, app, config.http, f"{rc.host}:{rc.port}"))
         nursery.start_soon(_reap, config, service, replica_factory)
+        nursery.start_soon(_membership_gauges, service, max(float(rc.heartbeatTimeout) / 3, 0.5))
         log.info(
             "registry on %s:%d (metadata %s, kv %s)", rc.host, rc.port,
             config.sqldatabase.driver, config.kvdatabase.driver,
         )
         task_status.started(service)
+
+
+async def _membership_gauges(service: RegistryService, every: float) -> None:
+    """Keep `arkor_replica_up` (1 up, 0 down or repairing, per group and server) current: the
+    registry is where every server's state is known, so this is where alerts should look."""
+    while True:
+        try:
+            for group in await service.groups():
+                for server in group.servers:
+                    REPLICA_UP.labels(str(group.group), server.url).set(1 if server.state == "up" else 0)
+        except Exception as exc:  # noqa: BLE001 - a metrics refresh never stops the registry
+            log.debug("membership gauges not refreshed: %r", exc)
+        await trio.sleep(every)
 
 
 async def _reap(

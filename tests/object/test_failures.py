@@ -300,3 +300,29 @@ async def test_dead_server_removed_and_replaced_under_another_url(tmp_path: Path
             assert got.status_code == 200 and got.content == body
     finally:
         cluster.stop()
+
+
+async def test_every_role_serves_health_and_metrics(one_group: Cluster) -> None:
+    """healthz/readyz on every role; Prometheus /metrics with the series operators alert on."""
+    cluster = one_group
+    async with httpx.AsyncClient(timeout=30) as client:
+        await wait_group_writable(cluster, client)
+        assert (await client.put(cluster.url + "/v1/metrics/obj", content=b"m" * 3000)).status_code == 201
+        assert (await client.get(cluster.url + "/v1/metrics/obj")).status_code == 200
+        wanted = {
+            cluster.url: ["arkor_http_requests_total", "arkor_http_request_seconds_bucket",
+                          "arkor_http_body_bytes_total"],
+            cluster.registry.url: ["arkor_http_requests_total", "arkor_reclaim_backlog_fragments",
+                                   "arkor_replica_up"],
+            cluster.data[0].url: ["arkor_http_requests_total", "arkor_data_fsync_seconds_bucket",
+                                  "arkor_repair_pending_needles"],
+        }
+        for url, names in wanted.items():
+            for path in ("/healthz", "/readyz"):
+                assert (await client.get(url + path)).status_code == 200, (url, path)
+            metrics = await client.get(url + "/metrics")
+            assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+            present = {line.split("{")[0].split(" ")[0] for line in metrics.text.splitlines()
+                       if line and not line.startswith("#")}
+            missing = [name for name in names if name not in present]
+            assert not missing, (url, missing)
