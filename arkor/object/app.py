@@ -409,6 +409,7 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
             return
         body_done = not _has_body(scope)
         answered = False  # the response is complete (then nothing but _discard_until_closed reads)
+        status = 0
 
         async def tracking_receive() -> dict[str, Any]:
             nonlocal body_done
@@ -418,13 +419,17 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
             return message
 
         async def closing_send(message: dict[str, Any]) -> None:
-            nonlocal answered
+            nonlocal answered, status
             # Answered before the whole body was read (an error): the connection cannot be reused,
             # so say so; otherwise a client may send its next request into a closing socket.
-            if message["type"] == "http.response.start" and not body_done:
-                message = {**message, "headers": [*message.get("headers", []), [b"connection", b"close"]]}
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if not body_done:
+                    message = {**message, "headers": [*message.get("headers", []), [b"connection", b"close"]]}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                if not body_done:  # let the client finish sending, so that it reads our answer
+                # Let the client finish sending, so that it reads our answer (not when the answer
+                # is that it stopped sending: 408 after the body timeout).
+                if not body_done and status != 408:
                     await _drain(tracking_receive, lambda: body_done, drain_timeout)
                 if not body_done:
                     nursery.start_soon(_discard_until_closed, tracking_receive)
