@@ -77,7 +77,7 @@ class Report:
 class Tracked:
     size: int
     sha256: str
-    state: str  # acked | put-failed | deleted | delete-failed
+    state: str  # acked | put-failed | deleting | deleted | delete-failed
 
 
 class Cluster:
@@ -274,6 +274,8 @@ class ChaosRun:
             acked = [k for k, t in self.objects.items() if t.state == "acked"]
             if acked and rng.random() < 0.2:
                 name = rng.choice(acked)
+                # Not "acked" while the DELETE is in flight: a reader's 404 then is no loss.
+                self.objects[name].state = "deleting"
                 try:
                     response = await client.delete(self.object_url(name, rng.randrange(2)), timeout=60)
                     ok = response.status_code in (200, 204)
