@@ -123,10 +123,15 @@ class V1Routes:
             with trio.fail_after(5):
                 groups = await self.registry.groups()
         except (Exception, trio.TooSlowError) as exc:  # noqa: BLE001 - reported, not raised
-            return Response.json({"ready": False, "reason": f"registry: {exc!r}"}, status=503)
+            reason = f"registry: {exc!r}"
+            return Response.json({"ready": False, "reason": reason,
+                                  "error": {"code": "not_ready", "message": reason}}, status=503)
         writable = [g.group for g in groups if g.writable]
-        status = 200 if writable else 503
-        return Response.json({"ready": bool(writable), "writable_groups": writable}, status=status)
+        if writable:
+            return Response.json({"ready": True, "writable_groups": writable})
+        message = "no data group is writable"
+        return Response.json({"ready": False, "writable_groups": [],
+                              "error": {"code": "not_ready", "message": message}}, status=503)
 
     # --- buckets ------------------------------------------------------------------------------
     async def list_buckets(self, request: Request) -> Response:
