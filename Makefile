@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= conf/runtime.yaml
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench bench-deps system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# nginx is the benchmarks' reference server; install Debian's package when it is missing.
+bench-deps:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
+
+bench: $(STAMP) bench-deps
 	$(BIN)/python -m bench.run_all
 
 clean:

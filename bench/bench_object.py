@@ -10,10 +10,12 @@ Deployments, each started by this script on free loopback ports with data in a t
   `object.workers` hypercorn workers (--workers, default 2).
 Every PUT is acknowledged only after three fsynced replicas, as in production.
 
-References in the same run: nginx serving the same 4 KiB and 64 MiB bytes to the same load client
-(GET), and a raw write+fsync of 64 MiB to the same disk (PUT: the goal is 0.8 x that / 3, since
-every byte is written three times). Prints a Markdown table: req/s or MB/s, p50/p99 latency,
-ratios, and the object server's peak RSS.
+References in the same run: the floor (`bench.floor`: hypercorn's trio worker with a bare ASGI app
+serving 4 KiB and draining bodies, the most this stack allows on one core), nginx serving the same
+4 KiB and 64 MiB bytes to the same load client (GET), and a raw write+fsync of 64 MiB to the same
+disk (PUT: every byte is written three times, so the reference is a third of it). Prints a Markdown
+table of req/s or MB/s with p50/p99 latency and the object server's peak RSS, then the goal table
+of issue 14: every row as a ratio to its reference measured in this run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import trio
 
 from arkor.config import parse_size
-from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx
+from bench.common import MB, Floor, RawHttp, machine, raw_disk_write, run_clients, start_nginx
 from tests.object.cluster import start_allinone, start_cluster
 from tests.procs import ArkorProcess, PeakRss
 
@@ -61,7 +63,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def small_load(url: str, method: str, paths: list[str], concurrency: int,
-                     body: bytes) -> dict[str, float]:
+                     body: bytes, *, check: bool = True) -> dict[str, float]:
     """req/s and latency percentiles for one request per path, `concurrency` keep-alive clients."""
     todo = iter(paths)
     latencies: list[float] = []
@@ -72,7 +74,7 @@ async def small_load(url: str, method: str, paths: list[str], concurrency: int,
             started = time.perf_counter()
             status, data = await conn.request(method, path, None, body if method == "PUT" else b"")
             latencies.append(time.perf_counter() - started)
-            if status != expected or (method == "GET" and data != body):
+            if status != expected or (method == "GET" and check and data != body):
                 raise AssertionError(f"{method} {path}: {status} {data!r:.200}")
 
     elapsed = await run_clients(url, concurrency, worker)
@@ -123,6 +125,21 @@ async def measure(dep: Deployment, args: argparse.Namespace, small: bytes, big: 
     return out
 
 
+async def measure_floor(args: argparse.Namespace, small: bytes, big: bytes) -> dict[str, dict[str, float]]:
+    """The floor's 4 KiB GET and PUT rates and its 64 MiB body drain rate, with the same client."""
+    floor = await trio.to_thread.run_sync(Floor, len(small))
+    try:
+        paths = [f"/floor/{i}" for i in range(args.small)]
+        return {
+            "4 KiB PUT": await small_load(floor.url, "PUT", paths, args.concurrency, small),
+            "4 KiB GET": await small_load(floor.url, "GET", paths, args.concurrency, small, check=False),
+            "64 MiB PUT": summarise(
+                [await big_transfer(floor.url, "PUT", "/floor/big", big) for _ in range(args.runs)]),
+        }
+    finally:
+        floor.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="arkor-bench-object-", dir=args.dir))
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -139,6 +156,7 @@ async def main(args: argparse.Namespace) -> None:
                 results["nginx"] = ref
             finally:
                 nginx.stop()
+        results["floor"] = await measure_floor(args, small, big)
         raws = [await trio.to_thread.run_sync(raw_disk_write, work, big) for _ in range(args.runs)]
         results["disk"] = {"64 MiB PUT": {"rate": statistics.median(raws), "p50": 0.0, "p99": 0.0}}
         for kind in args.deployments:
@@ -176,6 +194,50 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, floa
                 ratio = f"{fig['rate'] / (disk / 3):.2f} of /3"
             print(f"| {kind} | {name} | {fig['rate']:,.0f} {unit} | {fig['p50']:,.1f} | {fig['p99']:,.1f} "
                   f"| {ref} | {ratio} |")
+    for name, fig in results.get("floor", {}).items():
+        unit = "req/s" if name.startswith("4 KiB") else "MB/s"
+        print(f"| floor | {name} | {fig['rate']:,.0f} {unit} | {fig['p50']:,.1f} | {fig['p99']:,.1f} | | |")
+    goal_table(args, results)
+
+
+GOALS = [  # (row, measure, reference, goal) as in issue 14
+    ("4 KiB GET /s", "4 KiB GET", "floor", {"allinone": 0.6, "cluster": 0.5}),
+    ("4 KiB PUT /s (3 fsynced replicas)", "4 KiB PUT", "floor", {"allinone": 0.4, "cluster": 0.3}),
+    ("64 MiB PUT MB/s", "64 MiB PUT", "lower of floor drain and disk/3", {"allinone": 0.5, "cluster": 0.5}),
+    ("64 MiB GET MB/s", "64 MiB GET", "nginx", {"allinone": 0.8, "cluster": 0.6}),
+]
+
+
+def goal_table(args: argparse.Namespace, results: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Issue 14's table: each measure as a ratio to its reference from this same run."""
+    floor, nginx = results.get("floor", {}), results.get("nginx", {})
+    disk_third = results["disk"]["64 MiB PUT"]["rate"] / 3
+    print()
+    print("| measure | deployment | Arkor | reference (same run) | ratio | goal |")
+    print("|---|---|---|---|---|---|")
+    for row, name, ref_name, goals in GOALS:
+        for kind in args.deployments:
+            fig = results.get(kind, {}).get(name)
+            if fig is None:
+                continue
+            if ref_name == "floor":
+                ref = floor.get(name, {}).get("rate")
+                ref_text = f"floor {ref:,.0f}" if ref else "floor: not measured"
+            elif ref_name == "nginx":
+                ref = nginx.get(name, {}).get("rate")
+                ref_text = f"nginx {ref:,.0f}" if ref else "nginx: not installed"
+            else:
+                drain = floor.get(name, {}).get("rate", disk_third)
+                ref = min(drain, disk_third)
+                ref_text = f"min(floor drain {drain:,.0f}, disk/3 {disk_third:,.0f})"
+            ratio = f"{fig['rate'] / ref:.2f}" if ref else "n/a"
+            print(f"| {row} | {kind} | {fig['rate']:,.0f} | {ref_text} | {ratio} | >= {goals[kind]} |")
+    for kind in args.deployments:
+        for name in ("4 KiB PUT", "4 KiB GET"):
+            fig = results.get(kind, {}).get(name)
+            if fig:
+                print(f"| p99 / p50 of {name} | {kind} | {fig['p99']:,.1f} / {fig['p50']:,.1f} ms "
+                      f"| | {fig['p99'] / max(fig['p50'], 1e-9):.1f} | <= 5 |")
 
 
 def cli() -> None:

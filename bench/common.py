@@ -163,6 +163,32 @@ http {{
         self.proc.wait(10)
 
 
+class Floor:
+    """The floor reference (`bench.floor`): hypercorn's trio worker + a bare ASGI app, one process."""
+
+    def __init__(self, size: int) -> None:
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--port", str(self.port), "--size", str(size)],
+            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/k", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the floor reference server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def start_nginx(work: Path, big: bytes, small: bytes | None = None) -> Nginx | None:
     """nginx serving `small` (default 1 KiB random) as /k.bin and `big` as /big.bin, when installed."""
     if not NGINX.exists():
