@@ -9,6 +9,7 @@ and the few dialect differences named in `Dialect`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -32,16 +33,60 @@ class Tx(Protocol):
 
 
 @dataclass(frozen=True)
-class Dialect:
-    """The SQL differences between the backends, used by the service."""
+class Dialect(ABC):
+    """The SQL differences between the backends: every place the service's SQL differs is here."""
 
     name: str
     insert_ignore: str  # "INSERT OR IGNORE" | "INSERT IGNORE"
     for_update: str  # "" | " FOR UPDATE"
 
+    table_options: str  # appended to CREATE TABLE
 
-SQLITE = Dialect(name="sqlite", insert_ignore="INSERT OR IGNORE", for_update="")
-MYSQL = Dialect(name="mysql", insert_ignore="INSERT IGNORE", for_update=" FOR UPDATE")
+    @abstractmethod
+    def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
+        """INSERT that updates the non-key columns of an existing row with the same `keys`."""
+
+    @abstractmethod
+    async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
+        """Add `count` to sequence `name` atomically; its new value (the end of the range taken)."""
+
+
+def _insert(table: str, cols: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+@dataclass(frozen=True)
+class SqliteDialect(Dialect):
+    def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+        return f"{_insert(table, cols)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+
+    async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
+        rows = await tx.query(
+            "UPDATE sequences SET next = next + ? WHERE name = ? RETURNING next", (count, name)
+        )
+        return int(rows[0][0])
+
+
+@dataclass(frozen=True)
+class MysqlDialect(Dialect):
+    def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
+        sets = ", ".join(f"{c} = VALUES({c})" for c in cols if c not in keys)
+        return f"{_insert(table, cols)} ON DUPLICATE KEY UPDATE {sets}"
+
+    async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
+        await tx.execute(
+            "UPDATE sequences SET next = LAST_INSERT_ID(next + ?) WHERE name = ?", (count, name)
+        )
+        rows = await tx.query("SELECT LAST_INSERT_ID()")
+        return int(rows[0][0])
+
+
+SQLITE = SqliteDialect(name="sqlite", insert_ignore="INSERT OR IGNORE", for_update="", table_options="")
+MYSQL = MysqlDialect(
+    name="mysql", insert_ignore="INSERT IGNORE", for_update=" FOR UPDATE",
+    table_options=" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+)
 
 
 class MetaStore(Protocol):
@@ -132,7 +177,7 @@ _TYPES = {
 def schema_statements(dialect: Dialect) -> list[str]:
     """CREATE statements for the current schema (idempotent)."""
     types = _TYPES[dialect.name]
-    suffix = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" if dialect.name == "mysql" else ""
+    suffix = dialect.table_options
     out = [
         f"CREATE TABLE IF NOT EXISTS {name} ({cols.format(**types)}){suffix}"
         for name, cols in _TABLES.items()
