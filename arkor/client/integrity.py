@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 
 from arkor.client.errors import IntegrityError
+from arkor.web import semantics
 
 # Metadata key (X-Arkor-Meta-Arkor-Part-Size) recording the part size of an SDK multipart upload.
 PART_SIZE_META = "arkor-part-size"
@@ -23,10 +24,8 @@ _PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
 def unquote_etag(value: str | None) -> str:
-    value = (value or "").strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    return value.strip('"').lower()
+    """The tag of an ETag header, lower-cased (our ETags are hex digests)."""
+    return semantics.unquote_etag(value or "").lower()
 
 
 def content_md5(digest: bytes) -> str:

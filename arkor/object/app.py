@@ -3,14 +3,12 @@
 Every route streams: PUT bodies are pulled chunk by chunk (back-pressure to the client's TCP window)
 and GET bodies are produced by the transfer engine's reader. Each request runs inside its own
 nursery (`REQUEST_NURSERY`) so a streamed response's read-ahead tasks have a parent that outlives the
-handler and is cancelled when the response ends. The Git LFS routes, when that module exists, are
+handler and is cancelled when the response ends. The Git LFS routes are
 registered on the same router (`arkor.object.lfs.routes.register(router, ctx)`).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +19,7 @@ import trio
 from arkor.config import Config
 from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired
 from arkor.model import ObjectRecord
-from arkor.names import check_bucket, check_object_key
+from arkor.names import InvalidObjectName, check_bucket, check_object_key
 from arkor.object.auth import Authenticator
 from arkor.object.http import (
     NotModified,
@@ -31,12 +29,14 @@ from arkor.object.http import (
     parse_range,
     user_metadata,
 )
+from arkor.object.lfs import routes as lfs_routes
 from arkor.object.lfs.storage import LFS_BUCKET
 from arkor.object.service import ObjectService
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import REQUEST_NURSERY
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter
+from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
+from arkor.web.semantics import loads_json, parse_uint
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,28 @@ def _check_writable_bucket(bucket: str) -> None:
 
 
 def _names(request: Request) -> tuple[str, str]:
-    bucket = check_bucket(request.params["bucket"])
-    key = check_object_key(request.params["key"])
-    return bucket, key
+    bucket, key = request.params["bucket"], request.params["key"]
+    if "\ufffd" in key or "\ufffd" in bucket:
+        # hypercorn decodes the path with errors="replace": %FF and %FE both became U+FFFD.
+        _strict_utf8(request.raw_path)
+    return check_bucket(bucket), check_object_key(key)
+
+
+def _strict_utf8(raw: str) -> str:
+    """Percent-decode `raw`; 400 invalid_object_name when the bytes are not UTF-8."""
+    try:
+        return decoded(raw)
+    except UnicodeDecodeError:
+        raise InvalidObjectName("object name must be valid UTF-8 once percent-decoded") from None
+
+
+def _part_number(value: object) -> int:
+    """A part number of a completion body: a JSON integer (or a string of ASCII digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_uint(value, "part_number", code="malformed_json")
+    raise TypeError("part_number must be an integer")
 
 
 class V1Routes:
@@ -159,12 +178,8 @@ class V1Routes:
                     ],
                 }
             )
-        try:
-            limit = int(q.get("limit", MAX_LIST_LIMIT))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise BadRequest(f"limit must be an integer 1-{MAX_LIST_LIMIT}", code="invalid_argument")
+        limit = parse_uint(q.get("limit"), "limit", default=MAX_LIST_LIMIT, minimum=1,
+                           maximum=MAX_LIST_LIMIT)
         prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
         page = await self.registry.list_objects(
             bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit
@@ -257,9 +272,7 @@ class V1Routes:
         src_bucket, sep, src_key = source.lstrip("/").partition("/")
         if not sep:
             raise BadRequest("X-Arkor-Copy-Source must be /bucket/key", code="invalid_argument")
-        from urllib.parse import unquote
-
-        src_bucket, src_key = check_bucket(unquote(src_bucket)), check_object_key(unquote(src_key))
+        src_bucket, src_key = check_bucket(_strict_utf8(src_bucket)), check_object_key(_strict_utf8(src_key))
         self.ctx.auth.authorize(request, "read", src_bucket)
         record = await self.service.copy(
             src_bucket,
@@ -308,10 +321,7 @@ class V1Routes:
     async def _multipart(self, request: Request, bucket: str, key: str, upload_id: str) -> Response:
         method = request.method
         if method == "PUT":
-            try:
-                number = int(request.query.get("partNumber", ""))
-            except ValueError:
-                raise BadRequest("partNumber must be an integer", code="invalid_part") from None
+            number = parse_uint(request.query.get("partNumber"), "partNumber", code="invalid_part")
             part = await self.service.upload_part(
                 bucket,
                 key,
@@ -338,9 +348,9 @@ class V1Routes:
             return Response(status=204)
         # POST: complete
         raw = await request.read_body(max_size=CONTROL_BODY_LIMIT, chunk_timeout=self.ctx.body_timeout)
+        doc = loads_json(raw)
         try:
-            doc = json.loads(raw)
-            parts = [(int(p["part_number"]), str(p["etag"])) for p in doc["parts"]]
+            parts = [(_part_number(p["part_number"]), str(p["etag"])) for p in doc["parts"]]
         except (ValueError, KeyError, TypeError):
             raise BadRequest(
                 'body must be {"parts": [{"part_number": N, "etag": "..."}]}', code="malformed_json"
@@ -387,16 +397,10 @@ def _has_body(scope: Scope) -> bool:
 
 
 def build_object_app(ctx: ObjectContext) -> ASGIApp:
-    """The object server app: v1 routes, Git LFS routes if present, metrics, per-request nursery."""
+    """The object server app: v1 routes, Git LFS routes, metrics, per-request nursery."""
     router = StreamRouter()
     V1Routes(ctx).register(router)
-    try:
-        lfs_routes = importlib.import_module("arkor.object.lfs.routes")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("arkor.object.lfs.routes", "arkor.object.lfs"):
-            raise
-    else:
-        lfs_routes.register(router, ctx)
+    lfs_routes.register(router, ctx)
 
     body_timeout = ctx.body_timeout
     drain_timeout = min(body_timeout, DRAIN_CHUNK_SECONDS)

@@ -1,18 +1,21 @@
-"""HTTP details of the v1 API: Range, conditional requests, object headers, user metadata."""
+"""HTTP details of the v1 API: conditional requests, object headers, user metadata.
+
+Range, ETag and date parsing live in `arkor.web.semantics` (shared by every role)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from email.utils import formatdate, parsedate_to_datetime
 
-from arkor.errors import ArkorError, BadRequest, PreconditionFailed, RangeNotSatisfiable
+from arkor.errors import ArkorError, BadRequest, PreconditionFailed
 from arkor.model import ObjectRecord
-from arkor.object.service import etag_matches
+from arkor.web.semantics import etag_matches, http_date, parse_http_date, parse_range, quote_etag
+
+__all__ = ["NotModified", "check_read_conditions", "content_md5", "object_headers", "parse_range",
+           "user_metadata"]
 
 META_PREFIX = "x-arkor-meta-"
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _META_NAME = re.compile(r"[a-z0-9-]{1,128}")
 
 
@@ -23,50 +26,9 @@ class NotModified(ArkorError):
     code = "not_modified"
 
 
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
-
-
-def parse_http_date(value: str) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end_inclusive) for a single `bytes=` range; None to serve the whole object.
-
-    A multi-range request is served whole (allowed by RFC 9110). Anything unsatisfiable or
-    malformed is 416 `invalid_range` with `Content-Range: bytes */size`."""
-    if header is None:
-        return None
-    header = header.strip()
-    if "," in header:
-        return None
-    match = _RANGE.fullmatch(header.replace(" ", ""))
-    bad = RangeNotSatisfiable(
-        f"range {header[:60]!r} is not satisfiable for an object of {size} bytes",
-        headers={"content-range": f"bytes */{size}"},
-    )
-    if not match or (not match.group(1) and not match.group(2)):
-        raise bad
-    first, last = match.group(1), match.group(2)
-    if not first:  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            raise bad
-        return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
-        raise bad
-    return start, min(end, size - 1)
-
-
 def object_headers(record: ObjectRecord) -> list[tuple[str, str]]:
     headers = [
-        ("etag", f'"{record.etag}"'),
+        ("etag", quote_etag(record.etag)),
         ("last-modified", http_date(record.modified)),
         ("content-type", record.content_type),
         ("accept-ranges", "bytes"),
@@ -79,7 +41,7 @@ def check_read_conditions(headers: dict[str, str], record: ObjectRecord) -> None
     """RFC 9110 order: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since."""
     cond_headers = object_headers(record)[:2]
     if_match = headers.get("if-match")
-    if if_match is not None and not etag_matches(if_match, record.etag):
+    if if_match is not None and not etag_matches(if_match, record.etag, weak=False):
         raise PreconditionFailed(f"ETag is not {if_match}")
     ius = headers.get("if-unmodified-since")
     if if_match is None and ius is not None:

@@ -20,6 +20,7 @@ from arkor.names import check_bucket, check_object_key
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import TransferEngine, UploadResult
 from arkor.transfer.placement import ReplicaFactory
+from arkor.web.semantics import etag_matches, unquote_etag
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class ObjectService:
             current = None
         if if_none_match and current is not None:
             raise PreconditionFailed(f"{bucket}/{key} already exists (If-None-Match: *)")
-        if if_match is not None and (current is None or not etag_matches(if_match, current.etag)):
+        if if_match is not None and (current is None or not etag_matches(if_match, current.etag, weak=False)):
             raise PreconditionFailed(f"{bucket}/{key} does not match If-Match {if_match}")
 
     async def _commit(
@@ -276,18 +277,4 @@ async def _empty() -> AsyncIterator[bytes]:
 
 
 def _strip_etag(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    return value.strip('"')
-
-
-def etag_matches(header: str, etag: str) -> bool:
-    """True when an If-Match / If-None-Match header value names `etag` (or is `*`)."""
-    for item in header.split(","):
-        item = item.strip()
-        if item == "*" or _strip_etag(item) == etag:
-            return True
-    return False
+    return None if value is None else unquote_etag(value)

@@ -21,6 +21,7 @@ from arkor.registry.service import RegistryService
 from arkor.security import SIGNATURE_HEADER, verify
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
+from arkor.web.semantics import parse_uint
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,7 @@ def _parse(build: Callable[[Any], Any], raw: Any) -> Any:
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
-    value = request.query.get(name, "")
-    if value == "":
-        return default
-    if not value.lstrip("-").isdigit():
-        raise BadRequest(f"{name} must be an integer", code="invalid_argument")
-    return int(value)
+    return parse_uint(request.query.get(name), name, default=default)
 
 
 def _split_object_path(request: Request) -> tuple[str, str]:
@@ -213,7 +209,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts/(?P<number>[0-9]+)", ["PUT"])
     async def put_part(request: Request) -> Response:
-        number = int(request.params["number"])
+        number = parse_uint(request.params["number"], "part number", code="invalid_part")
 
         def build(raw: dict[str, Any]) -> PartInfo:
             return PartInfo.from_json({**raw, "part_number": number})

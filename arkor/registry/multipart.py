@@ -24,11 +24,11 @@ from arkor.names import check_bucket, check_object_key
 from arkor.registry.ops_base import (
     MAX_PART_NUMBER,
     RegistryBase,
-    _unquote_etag,
     manifest_text,
     parse_manifest,
 )
 from arkor.registry.store import Tx
+from arkor.web.semantics import unquote_etag
 
 
 class MultipartOps(RegistryBase):
@@ -151,7 +151,7 @@ class MultipartOps(RegistryBase):
                     )
                 previous = number
                 part = stored.get(number)
-                if part is None or _unquote_etag(part_etag) != _unquote_etag(part.etag):
+                if part is None or unquote_etag(part_etag) != unquote_etag(part.etag):
                     raise Unprocessable(
                         f"part {number} was not uploaded or its ETag differs", code="invalid_part"
                     )

@@ -27,12 +27,12 @@ from arkor.registry.ops_base import (
     MAX_LIST_LIMIT,
     OBJECT_COLS,
     RegistryBase,
-    _unquote_etag,
     key_successor,
     manifest_text,
     parse_manifest,
 )
 from arkor.registry.store import Tx
+from arkor.web.semantics import unquote_etag
 
 
 class ObjectOps(RegistryBase):
@@ -67,7 +67,7 @@ class ObjectOps(RegistryBase):
         if if_none_match and current is not None:
             raise PreconditionFailed(f"object {record.key!r} already exists")
         if if_match is not None:
-            wanted = _unquote_etag(if_match)
+            wanted = unquote_etag(if_match)
             if current is None or (wanted != "*" and wanted != str(current[0])):
                 raise PreconditionFailed(f"object {record.key!r} does not have ETag {if_match}")
         old_fragments = parse_manifest(str(current[3])) if current is not None else []

@@ -67,12 +67,6 @@ def parse_manifest(text: str) -> list[Fragment]:
     return [Fragment(fid=f[0], size=int(f[1]), crc32c=int(f[2])) for f in json.loads(text)]
 
 
-def _unquote_etag(etag: str) -> str:
-    etag = etag.strip()
-    if etag.startswith("W/"):
-        etag = etag[2:]
-    return etag.strip('"')
-
 class RegistryBase:
     """State and helpers shared by the operation groups that make up `RegistryService`."""
 

@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl, unquote
 
 import trio
 
-from arkor.errors import ArkorError, BadRequest, LengthRequired, PayloadTooLarge, RequestTimeout
+from arkor.errors import ArkorError, LengthRequired, PayloadTooLarge, RequestTimeout
+from arkor.web.semantics import BodySizeMismatch, declared_length, loads_json
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class ClientDisconnected(Exception):
     """The client went away before the request body was complete."""
-
-
-class BodySizeMismatch(BadRequest):
-    """The body is shorter or longer than its Content-Length."""
-
-    code = "incomplete_body"
 
 
 @dataclass
@@ -56,12 +51,7 @@ class Request:
     @property
     def content_length(self) -> int | None:
         """The declared length; None for chunked bodies. BadRequest when malformed."""
-        value = self.headers.get("content-length")
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            raise BadRequest(f"invalid Content-Length {value[:40]!r}", code="invalid_header")
-        return int(value)
+        return declared_length(self.headers)
 
     @property
     def client_host(self) -> str:
@@ -117,11 +107,7 @@ class Request:
         return b"".join(parts)
 
     async def read_json(self, *, max_size: int = 1024 * 1024, chunk_timeout: float = 30.0) -> Any:
-        body = await self.read_body(max_size=max_size, chunk_timeout=chunk_timeout)
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+        return loads_json(await self.read_body(max_size=max_size, chunk_timeout=chunk_timeout))
 
 
 @dataclass

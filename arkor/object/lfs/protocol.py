@@ -18,10 +18,10 @@ from arkor.errors import (
     BadRequest,
     Conflict,
     PayloadTooLarge,
-    RangeNotSatisfiable,
     Unprocessable,
 )
 from arkor.model import LfsLock
+from arkor.web import semantics
 
 MEDIA_TYPE = "application/vnd.git-lfs+json"
 # Media types a request body may declare (parameters such as charset are ignored).
@@ -182,12 +182,11 @@ def parse_unlock(raw: Any) -> tuple[bool, str | None]:
 def _limit(value: Any) -> int:
     if value is None or value == "":
         return DEFAULT_LOCK_LIMIT
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = semantics.ascii_uint(value) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise BadRequest(f"limit must be a positive integer, got {str(value)[:20]!r}",
                          code="invalid_limit")
-    return min(value, MAX_LOCK_LIMIT)
+    return min(number, MAX_LOCK_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,35 +219,8 @@ def parse_lock_verify(raw: Any) -> LockQuery:
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """A single ``bytes=`` range as (start, end) with `end` inclusive; None means the whole body.
-
-    Multiple ranges or other units are ignored (RFC 9110 allows serving the full body);
-    a syntactically valid range that lies outside the object raises RangeNotSatisfiable.
-    """
-    if not header:
-        return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    first, last = first.strip(), last.strip()
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
-        return None
-    if not first:
-        if not last:
-            return None
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(f"range {header[:60]!r} is outside the object of {size} bytes",
-                                      headers={"content-range": f"bytes */{size}"})
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None  # invalid range spec: ignored (RFC 9110 14.2)
-    if start >= size:
-        raise RangeNotSatisfiable(f"range {header[:60]!r} is outside the object of {size} bytes",
-                                  headers={"content-range": f"bytes */{size}"})
-    return start, min(int(last) if last else size - 1, size - 1)
+    """The download's Range, as every role reads it (`arkor.web.semantics.parse_range`)."""
+    return semantics.parse_range(header, size)
 
 
 # --- responses ---------------------------------------------------------------------------------

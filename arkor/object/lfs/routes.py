@@ -18,7 +18,6 @@ Every response is `application/vnd.git-lfs+json` except download bodies.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -28,11 +27,12 @@ from typing import Any
 import trio
 
 from arkor.config import Config
-from arkor.errors import ArkorError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from arkor.errors import ArkorError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from arkor.model import ObjectRecord
 from arkor.object.lfs import auth, protocol
 from arkor.object.lfs.storage import LFS_BUCKET, LFS_PREFIX, Repo, repo_from_params
 from arkor.transfer.contracts import Registry
+from arkor.web import semantics
 from arkor.web.asgi import ClientDisconnected, Request, Response, StreamRouter
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ class LfsRoutes:
         body = await request.read_body(max_size=protocol.MAX_JSON_BYTES, chunk_timeout=JSON_TIMEOUT)
         if optional and not body.strip():
             return None
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+        return semantics.loads_json(body)
 
     def _principal(self, request: Request) -> auth.Principal:
         return auth.authenticate(self.config, request.headers.get("authorization"), request.client_host)

@@ -1,8 +1,5 @@
 """The data server's internal HTTP API (docs/specs/Internal.md, "Data server").
 
-What lives here: routes, header parsing and signatures over the HTTP-free engine (`arkor.data`);
-what must not: any storage logic (that is `NeedleStore`'s) or repair decisions (`Repairer`'s).
-
 Needle bodies go through raw-ASGI routes (`arkor.web.asgi.StreamRouter`), so a PUT is pulled from
 the socket only as fast as it is written to disk and a GET is read from disk only as fast as the
 client takes it: memory stays bounded whatever the needle size. Control routes (status, listing,
@@ -11,24 +8,21 @@ compaction, health) are a Quart app behind it.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from arkor.config import Config, DataConfig
-from arkor.data.repair import Repairer
 from arkor.data.store import NeedleStore, SizeMismatch
-from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, RangeNotSatisfiable, Unauthorized
+from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, Unauthorized
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, effective_secret, verify
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
+from arkor.web import semantics
+from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
 from arkor.web.metrics import instrument
 from arkor.web.serve import quart_app
 
 CRC_HEADER = "x-arkor-crc32c"
 SIZE_HEADER = "x-arkor-size"
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 LIST_LIMIT_MAX = 10_000
 
 
@@ -50,7 +44,10 @@ def parse_crc(value: str | None) -> int:
         raise BadRequest("the X-Arkor-Crc32c header is required", code="missing_checksum")
     text = value.strip().lower()
     try:
-        crc = int(text[2:], 16) if text.startswith("0x") else int(text, 10) if text.isdigit() else -1
+        hexa = text.startswith("0x")
+        digits = text[2:] if hexa else text
+        ascii_ok = digits.isascii() and digits.isalnum() and len(digits) <= 10
+        crc = int(digits, 16 if hexa else 10) if ascii_ok else -1
     except ValueError:
         crc = -1
     if not 0 <= crc <= 0xFFFFFFFF:
@@ -62,13 +59,11 @@ def parse_crc(value: str | None) -> int:
 def needle_size(request: Request) -> int:
     """Content-Length, or X-Arkor-Size for a chunked body; both present must agree."""
     length = request.content_length
-    declared = request.headers.get(SIZE_HEADER)
+    declared = semantics.declared_length(request.headers, SIZE_HEADER)
     if declared is not None:
-        if not declared.strip().isdigit():
-            raise BadRequest(f"invalid X-Arkor-Size {declared[:40]!r}", code="invalid_header")
-        if length is not None and int(declared) != length:
+        if length is not None and declared != length:
             raise SizeMismatch(f"Content-Length {length} differs from X-Arkor-Size {declared}")
-        return int(declared)
+        return declared
     if length is None:
         raise LengthRequired("a needle needs Content-Length (or X-Arkor-Size with a chunked body)")
     return length
@@ -82,29 +77,10 @@ def check_signature(state: ServerState, method: str, raw_path: str, header: str 
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end) for a single ``bytes=`` range; None to serve the whole needle (no or
-    unparseable Range: RFC 9110 lets a server ignore it). RangeNotSatisfiable past the end."""
-    if not header:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if not match or (not match.group(1) and not match.group(2)):
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first:  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            raise _unsatisfiable(size)
-        return max(size - n, 0), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if start >= size or (last and int(last) < start):
-        raise _unsatisfiable(size)
-    return start, end
-
-
-def _unsatisfiable(size: int) -> RangeNotSatisfiable:
-    return RangeNotSatisfiable(f"range outside the needle of {size} bytes",
-                               headers={"content-range": f"bytes */{size}"})
+    """(start, end exclusive) of the needle bytes a Range selects, by `semantics.parse_range`
+    (malformed: ignored; unsatisfiable: 416); None to serve the whole needle."""
+    span = semantics.parse_range(header, size)
+    return None if span is None else (span[0], span[1] + 1)
 
 
 def _needle_headers(size: int, crc: int, timestamp: int) -> list[tuple[str, str]]:
@@ -220,13 +196,15 @@ def _control_app(state: ServerState) -> Any:
     async def list_needles() -> Any:
         """Repair listing: signed, because it reveals cookies (and so read access)."""
         signed("GET")
+        after_text = request.args.get("after", "0")
+        if not (after_text.isascii() and after_text.isalnum() and len(after_text) <= 16):
+            raise BadRequest("after is a hex key", code="invalid_argument")
         try:
-            after = int(request.args.get("after", "0"), 16)
-            limit = int(request.args.get("limit", "1000"))
+            after = int(after_text, 16)
         except ValueError:
-            raise BadRequest("after is a hex key, limit an integer", code="invalid_argument") from None
-        if not 1 <= limit <= LIST_LIMIT_MAX or after < 0:
-            raise BadRequest(f"limit must be 1..{LIST_LIMIT_MAX}, after >= 0", code="invalid_argument")
+            raise BadRequest("after is a hex key", code="invalid_argument") from None
+        limit = semantics.parse_uint(request.args.get("limit"), "limit", default=1000, minimum=1,
+                                     maximum=LIST_LIMIT_MAX)
         entries = store.list_entries(after, limit)
         group = state.data.group
         needles = [
@@ -247,20 +225,3 @@ def _control_app(state: ServerState) -> Any:
         return jsonify({"compacted": await store.compact(min_garbage_ratio=ratio)})
 
     return app
-
-
-def with_repair_routes(app: ASGIApp, repairer: Repairer) -> ASGIApp:
-    """Serve ``GET /repair``: repair progress, unsigned (no cookies in it). Corrupt reads reach
-    the repairer through the store's corruption hook, not through the HTTP answers."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/repair" and scope["method"] in ("GET", "HEAD"):
-            body = json.dumps(repairer.progress.to_json()).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [[b"content-type", b"application/json"],
-                                    [b"content-length", str(len(body)).encode()]]})
-            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            return
-        await app(scope, receive, send)
-
-    return wrapped
