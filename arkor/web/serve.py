@@ -2,6 +2,7 @@
 
 STACK-NOTES: keep-alive must outlast httpx's 5 s pool expiry (else connection-reuse races), and
 Quart's RESPONSE_TIMEOUT / MAX_CONTENT_LENGTH must be off for streamed bodies (see `quart_app`).
+Connections are served by `arkor.web.hyper` (guarded connections, strict HTTP/1.1 framing).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.utils import repr_socket_addr
 
 from arkor.config import HttpConfig
+from arkor.web.hyper import serve_listeners
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,32 @@ async def serve_app(
 ) -> None:
     """Serve until cancelled (or `shutdown_trigger` returns); `task_status` gets the bound URLs."""
     cfg = hypercorn_config(http, bind)
+    sockets = cfg.create_sockets()
+    ssl_context = cfg.create_ssl_context()
+    listeners: list[Any] = []
+    urls: list[str] = []
+    for sock in sockets.secure_sockets:
+        sock.listen(cfg.backlog)
+        listeners.append(
+            trio.SSLListener(
+                trio.SocketListener(trio.socket.from_stdlib_socket(sock)), ssl_context,
+                https_compatible=True,
+            )
+        )
+        urls.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
+    for sock in sockets.insecure_sockets:
+        sock.listen(cfg.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        urls.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
     log.info("listening on %s (%s)", bind, http.listenMode)
-    await hypercorn_serve(app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                serve_listeners, app, cfg, listeners, max_head_bytes=int(http.maxHeaderBytes),
+                shutdown_trigger=shutdown_trigger,
+            )
+        )
+        task_status.started(urls)
 
 
 def quart_app(name: str) -> Any:

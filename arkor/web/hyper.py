@@ -1,0 +1,284 @@
+"""hypercorn's trio worker, hardened: guarded connections and strict HTTP/1.1 framing.
+
+What lives here: `serve_listeners` (hypercorn's `worker_serve` for plain and TLS TCP listeners),
+the per-connection guard and the h11 protocol subclass that enforces what an object store needs.
+What must not: application routing, limits of request bodies (see `arkor.web.asgi`).
+
+Why not plain `hypercorn.trio.serve`:
+- one connection's exception ended the server: hypercorn's error-response path (an h11
+  RemoteProtocolError on a half-sent body) raced its own `send_eof` and raised
+  `trio.BusyResourceError` out of the connection task, through `serve_listeners`, out of the
+  server. Here every connection runs under `_guarded`, which logs and counts what escapes
+  (`arkor_http_connection_errors_total`), and a busy stream is treated as a closed one.
+- h11 accepts Content-Length together with Transfer-Encoding (RFC 9112 6.3: reject and close),
+  and enforces `max_incomplete_event_size` only on heads that arrive in several reads.
+- hypercorn answers `Expect: 100-continue` before the app runs. Here `100 Continue` goes out when
+  the app first asks for the body, that is after its auth, size and precondition checks; an app
+  that answers without reading gets its answer out and the connection closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from itertools import chain
+from typing import Any
+
+import h11
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Body, EndBody
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr, wrap_app
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ERRORS = Counter(
+    "arkor_http_connection_errors_total",
+    "Exceptions that escaped one HTTP connection (logged; the server goes on)",
+    ["kind"],
+)
+FRAMING_REJECTS = Counter(
+    "arkor_http_framing_rejects_total", "Requests refused for their framing", ["reason"]
+)
+
+
+class _ContinueApp:
+    """Wraps the ASGI app of one request: `100 Continue` on its first body read, not before."""
+
+    def __init__(self, app: Any, protocol: StrictH11Protocol) -> None:
+        self.app = app
+        self.protocol = protocol
+
+    async def __call__(self, scope: Any, receive: Any, send: Any, *rest: Any) -> None:
+        protocol = self.protocol
+        refused = False  # answered while the client still waited for `100 Continue`
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal refused
+            if message is not None and message.get("type") == "http.response.start":
+                refused = protocol.waiting_for_continue()
+            await send(message)
+
+        async def continue_receive() -> Any:
+            if refused:
+                # The client must not send the body now: it never comes, and the connection is
+                # closed after the response (h11 cannot start a next cycle).
+                return {"type": "http.disconnect"}
+            if protocol.waiting_for_continue():
+                await protocol.send_continue()
+            return await receive()
+
+        await self.app(scope, continue_receive, tracking_send, *rest)
+
+
+class StrictH11Protocol(H11Protocol):
+    """h11 with the framing checks of RFC 9112 and a late `100 Continue` (module docstring)."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes = max_head_bytes
+        self.app = _ContinueApp(self.app, self)  # every stream of this connection runs it
+
+    def waiting_for_continue(self) -> bool:
+        connection = self.connection
+        return isinstance(connection, h11.Connection) and connection.they_are_waiting_for_100_continue
+
+    async def send_continue(self) -> None:
+        await self._send_h11_event(
+            h11.InformationalResponse(status_code=100, headers=self.config.response_headers("h11"))
+        )
+
+    async def _handle_events(self) -> None:
+        # hypercorn's loop, without its unconditional `100 Continue` and with `_reject` checks.
+        while True:
+            try:
+                event = self.connection.next_event()
+            except h11.RemoteProtocolError as error:
+                if self.connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+                    await self._send_error_response(error.error_status_hint)
+                await self.send(Closed())
+                break
+            if isinstance(event, h11.Request):
+                reason = self._reject(event)
+                if reason is not None:
+                    FRAMING_REJECTS.labels(reason[1]).inc()
+                    await self._send_error_response(reason[0])
+                    await self.send(Closed())
+                    break
+                await self.send(Updated(idle=False))
+                await self._check_protocol(event)
+                await self._create_stream(event)
+            elif event is h11.PAUSED:
+                await self.can_read.clear()
+                await self.can_read.wait()
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA:
+                break
+            elif self.stream is None:
+                break
+            elif isinstance(event, h11.Data):
+                await self.stream.handle(Body(stream_id=STREAM_ID, data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await self.stream.handle(EndBody(stream_id=STREAM_ID))
+
+    def _reject(self, request: h11.Request) -> tuple[int, str] | None:
+        """(status, reason) when the request head must be refused, else None."""
+        size = len(request.method) + len(request.target) + 12
+        has_length = has_chunked = False
+        for name, value in request.headers:
+            size += len(name) + len(value) + 4
+            if name == b"content-length":
+                has_length = True
+            elif name == b"transfer-encoding":
+                has_chunked = True
+        if has_length and has_chunked:
+            return 400, "length_and_chunked"
+        if size > self.max_head_bytes:
+            return 431, "head_too_large"
+        return None
+
+    async def _send_error_response(self, status_code: int) -> None:
+        await self._send_h11_event(
+            h11.Response(
+                status_code=status_code,
+                headers=list(
+                    chain(
+                        [(b"content-length", b"0"), (b"connection", b"close")],
+                        self.config.response_headers("h11"),
+                    )
+                ),
+            )
+        )
+        await self._send_h11_event(h11.EndOfMessage())
+
+
+class _StrictProtocolWrapper(ProtocolWrapper):
+    """hypercorn's protocol switch with `StrictH11Protocol` for HTTP/1.1."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(self.protocol, H11Protocol):
+            self.protocol = StrictH11Protocol(
+                self.app, self.config, self.context, self.task_group, self.state, self.ssl,
+                self.client, self.server, self.send, max_head_bytes=max_head_bytes,
+            )
+
+
+class GuardedTCPServer(TCPServer):
+    """One connection: hypercorn's `TCPServer` with the strict protocol; a stream another task is
+    using (its `send_eof` racing an error response) counts as closed instead of raising."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes = max_head_bytes
+
+    async def run(self) -> None:
+        try:
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                return
+            alpn_protocol = self.stream.selected_alpn_protocol()
+            sock = self.stream.transport_stream.socket
+            ssl = True
+        except AttributeError:  # not TLS
+            alpn_protocol = "http/1.1"
+            sock = self.stream.socket
+            ssl = False
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = _StrictProtocolWrapper(
+                    self.app, self.config, self.context, task_group, ConnectionState(self.state),
+                    ssl, client, server, self.protocol_send, alpn_protocol,
+                    max_head_bytes=self.max_head_bytes,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
+
+    async def protocol_send(self, event: Any) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            if isinstance(event, RawData):
+                await self.protocol.handle(Closed())
+            else:
+                raise
+
+
+async def _guarded(server_factory: Callable[[Any], Awaitable[None]], stream: Any) -> None:
+    """Run one connection; whatever escapes it is logged and counted, never raised."""
+    try:
+        await server_factory(stream)
+    except Exception as exc:  # noqa: BLE001 - one connection never ends the server
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+            leaf = leaf.exceptions[0]
+        CONNECTION_ERRORS.labels(type(leaf).__name__).inc()
+        log.warning("HTTP connection ended by %r (the server goes on)", exc, exc_info=True)
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            try:
+                await stream.aclose()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+
+async def serve_listeners(
+    app: Any,
+    config: HypercornConfig,
+    listeners: Sequence[Any],
+    *,
+    max_head_bytes: int,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """hypercorn's `worker_serve` for TCP listeners (lifespan, graceful shutdown), with every
+    connection under `_guarded` and HTTP/1.1 through `StrictH11Protocol`."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    factory = partial(
+        GuardedTCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy()),
+        max_head_bytes=max_head_bytes,
+    )
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            task_status.started()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners, partial(_guarded, factory), list(listeners),
+                            handler_nursery=server_nursery,
+                        )
+                    )
+                    if shutdown_trigger is not None:
+                        await shutdown_trigger()
+                    else:
+                        await context.terminate.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
