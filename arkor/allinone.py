@@ -62,7 +62,7 @@ def data_configs(config: Config) -> list:
 
 
 async def run(config: Config) -> None:
-    from arkor.data.main import serve_data_server
+    from arkor.dataserver.main import serve_data_server
     from arkor.registry.main import serve_registry
 
     cfg = allinone_config(config)

@@ -19,7 +19,7 @@ from arkor.config import Config, ConfigError, load_config
 
 # role name -> module with `async def run(config: Config) -> None`
 ROLES = {
-    "data": "arkor.data.main",
+    "data": "arkor.dataserver.main",
     "registry": "arkor.registry.main",
     "object": "arkor.object.main",
     "allinone": "arkor.allinone",

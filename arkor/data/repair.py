@@ -12,8 +12,9 @@ calls it "repairing" and its group is not writable. The flag clears after a pass
 with every peer the registry does not consider down. Later passes run every `interval` to catch
 anything missed (a peer that was down, a write in flight during a crash), without the flag.
 
-Bad copies (found by the scrubber, or a GET answering ``corrupt_needle``) are queued on a bounded
-channel and replaced by a fresh copy from a peer whose copy verifies.
+Bad copies (any read of the store failing its checks: a GET, the scrubber; the store reports them
+through its corruption hook) are queued on a bounded channel and replaced by a fresh copy from a
+peer whose copy verifies.
 Copies are throttled to data.repairRate bytes per second so foreground traffic keeps working.
 """
 
@@ -34,11 +35,10 @@ from arkor.data.index import Entry
 from arkor.data.store import NeedleStore
 from arkor.errors import ArkorError, Conflict, CorruptNeedle, NotFound, ServiceUnavailable, from_response
 from arkor.fileid import FileID
+from arkor.metrics import REPAIR_BYTES, REPAIR_NEEDLES, REPAIR_PENDING, REPLICA_UP
 from arkor.model import GroupInfo, ServerInfo
 from arkor.security import SIGNATURE_HEADER, sign
 from arkor.transfer.contracts import Registry
-from arkor.web.asgi import ASGIApp, Receive, Scope, Send
-from arkor.web.metrics import REPAIR_BYTES, REPAIR_NEEDLES, REPAIR_PENDING, REPLICA_UP, SCRUB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,21 @@ class Repairer:
         self._peers_at = 0.0
         self._client: httpx.AsyncClient | None = None
         self._label = store.label
+        self._queued: set[FileID] = set()
+        store.on_corruption(self.report_corrupt)
 
     # --- hooks for the app and the scrubber -----------------------------------------------------
 
     def report_corrupt(self, fid: FileID) -> None:
         """A read or the scrubber found `fid` corrupt here: replace it soon (dropped when the
         queue is full: the scrubber finds it again)."""
+        if fid in self._queued:
+            return
         try:
             self._suspects_send.send_nowait(fid)
         except trio.WouldBlock:
-            pass
+            return
+        self._queued.add(fid)
 
     def trigger(self) -> None:
         """Start a pass now instead of at the next interval."""
@@ -353,6 +358,8 @@ class Repairer:
                 await self.replace_if_corrupt(fid)
             except Exception as exc:  # noqa: BLE001 - one bad needle must not stop the loop
                 self._error(f"replacing corrupt {fid} failed: {exc!r}")
+            finally:
+                self._queued.discard(fid)
 
     async def replace_if_corrupt(self, fid: FileID) -> bool:
         """Verify the local copy; when it is bad, rewrite it from a peer. True when replaced."""
@@ -381,39 +388,3 @@ def _error(response: httpx.Response) -> ArkorError:
     except ValueError:
         body = None
     return from_response(response.status_code, body)
-
-
-def with_repair_routes(app: ASGIApp, repairer: Repairer) -> ASGIApp:
-    """Serve ``GET /repair`` (progress, unsigned: no cookies in it) and notice corrupt reads:
-    a needle GET answered 500 ``corrupt_needle`` queues that needle for replacement."""
-    import json
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == "/repair" and scope["method"] in ("GET", "HEAD"):
-            body = json.dumps(repairer.progress.to_json()).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [[b"content-type", b"application/json"],
-                                    [b"content-length", str(len(body)).encode()]]})
-            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            return
-        if not (path.startswith("/needles/") and scope["method"] in ("GET", "HEAD")):
-            await app(scope, receive, send)
-            return
-
-        async def watching_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and message["status"] == CorruptNeedle.status:
-                try:
-                    repairer.report_corrupt(FileID.parse(path[len("/needles/"):]))
-                except (ArkorError, ValueError):
-                    pass
-                else:
-                    SCRUB_ERRORS.labels(repairer.store.label).inc()
-            await send(message)
-
-        await app(scope, receive, watching_send)
-
-    return wrapped

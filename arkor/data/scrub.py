@@ -3,7 +3,8 @@
 It walks the index in key order a page at a time (so it never holds a copy of the index), verifies
 each needle the same way a GET does (`NeedleStore.open_stream` checks header and CRC32C before any
 byte is handed out), and sleeps so that it reads at most data.scrubRate bytes per second. A bad
-copy is handed to the repairer, which replaces it from a good replica. When a cycle ends the next
+copy is reported by the store itself to its corruption hook (the repairer, which replaces it from
+a good replica), so the scrubber only counts it. When a cycle ends the next
 one starts after `pause` seconds.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from arkor.data.repair import Throttle
 from arkor.data.store import NeedleStore
 from arkor.errors import CorruptNeedle, NotFound
 from arkor.fileid import FileID
-from arkor.web.metrics import SCRUB_ERRORS, SCRUB_NEEDLES
+from arkor.metrics import SCRUB_NEEDLES
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,11 @@ class Scrubber:
         *,
         group: int,
         rate: float,
-        on_corrupt: Callable[[FileID], None],
         pause: float = 10.0,
     ) -> None:
         self.store = store
         self.group = group
         self.throttle = Throttle(rate)
-        self.on_corrupt = on_corrupt
         self.pause = pause
         self.progress = ScrubProgress()
 
@@ -83,12 +81,10 @@ class Scrubber:
                     _entry, _chunks, close = await self.store.open_stream(fid, 0, 0)
                 except NotFound:
                     continue  # deleted meanwhile
-                except CorruptNeedle as exc:
+                except CorruptNeedle as exc:  # already reported to the store's corruption hook
                     found += 1
                     self.progress.corrupt_found += 1
-                    SCRUB_ERRORS.labels(label).inc()
-                    log.warning("scrub: %s", exc)
-                    self.on_corrupt(fid)
+                    log.debug("scrub: %s", exc)
                 else:
                     await close()
                 self.progress.needles_checked += 1

@@ -42,6 +42,7 @@ from arkor.data.volume import (
 )
 from arkor.errors import BadRequest, ChecksumMismatch, Conflict, CorruptNeedle, NotFound, PayloadTooLarge
 from arkor.fileid import FileID
+from arkor.metrics import FSYNC_GROUP_SIZE, FSYNC_SECONDS, SCRUB_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +97,18 @@ class NeedleStore:
         self._rotate_lock = trio.Lock()
         self._compact_lock = trio.Lock()
         self._closed = False
+        self._corruption_hooks: list[Callable[[FileID], None]] = []
+
+    def on_corruption(self, hook: Callable[[FileID], None]) -> None:
+        """Call `hook(fid)` whenever a read (a GET, the scrubber, repair's own check) finds a
+        needle failing its checks. Hooks run in the trio thread and must not block: repair
+        subscribes and queues the needle for replacement from a good replica."""
+        self._corruption_hooks.append(hook)
+
+    def _report_corrupt(self, fid: FileID) -> None:
+        SCRUB_ERRORS.labels(self.label).inc()
+        for hook in self._corruption_hooks:
+            hook(fid)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -315,8 +328,6 @@ class NeedleStore:
             self._publish(volume, offset, header, crc)
 
     async def _commit(self, volume: Volume, gen: int) -> None:
-        from arkor.web.metrics import FSYNC_GROUP_SIZE, FSYNC_SECONDS
-
         while volume.synced_gen < gen:
             event: trio.Event | None = volume.syncing  # type: ignore[assignment]
             if event is not None:
@@ -392,13 +403,6 @@ class NeedleStore:
         """Bytes [offset, offset+length) of a needle, after verifying the whole needle's CRC32C."""
         entry = self.lookup(fid)
         start, end = _clamp(entry.size, offset, length)
-        if entry.size <= WHOLE_WRITE_MAX:
-            vfile = self.volumes[entry.volume].file.acquire()
-            try:
-                data = await self._run(_read_whole, vfile, entry)
-            finally:
-                vfile.release()
-            return data[start:end]
         _entry, chunks, close = await self.open_stream(fid, start, end)
         try:
             return b"".join([chunk async for chunk in chunks])
@@ -424,9 +428,11 @@ class NeedleStore:
                 chunks: AsyncIterator[bytes] = _one_chunk(data[start:end])
             else:
                 await self._run(_verify_streaming, vfile, entry)
-                chunks = self._chunks(vfile, entry, start, end)
-        except BaseException:
+                chunks = self._chunks(fid, vfile, entry, start, end)
+        except BaseException as exc:
             vfile.release()
+            if isinstance(exc, CorruptNeedle):
+                self._report_corrupt(fid)
             raise
         released = False
 
@@ -439,13 +445,16 @@ class NeedleStore:
 
         return entry, chunks, close
 
-    async def _chunks(self, vfile: VolumeFile, entry: Entry, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, fid: FileID, vfile: VolumeFile, entry: Entry, start: int, end: int
+    ) -> AsyncIterator[bytes]:
         pos = start
         base = entry.offset + nd.HEADER_SIZE
         while pos < end:
             n = min(COPY_CHUNK, end - pos)
             chunk = await self._run(pread_exact, vfile.fd, n, base + pos)
             if len(chunk) != n:
+                self._report_corrupt(fid)
                 raise CorruptNeedle(f"needle {entry.key:x} is truncated")
             pos += n
             yield chunk

@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from arkor.config import Config
+from arkor.metrics import REPLICA_UP
 from arkor.model import NeedleInfo, ServerInfo
 from arkor.registry.app import build_app
 from arkor.registry.kv import KV, MemoryKV, open_redis_kv
@@ -26,7 +27,6 @@ from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
 from arkor.security import SIGNATURE_HEADER, effective_secret, sign
 from arkor.transfer.contracts import Replica
-from arkor.web.metrics import REPLICA_UP
 from arkor.web.serve import client_verify, serve_app
 
 log = logging.getLogger(__name__)

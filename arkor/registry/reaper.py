@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Callable
 import trio
 
 from arkor.fileid import FileID
+from arkor.metrics import RECLAIM_BACKLOG, RECLAIMED
 from arkor.model import NeedleInfo, ServerInfo
 from arkor.registry.kv import KV
 from arkor.registry.service import RegistryService
 from arkor.transfer.contracts import Replica
-from arkor.web.metrics import RECLAIM_BACKLOG, RECLAIMED
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """The data server's internal HTTP API (docs/specs/Internal.md, "Data server").
 
+What lives here: routes, header parsing and signatures over the HTTP-free engine (`arkor.data`);
+what must not: any storage logic (that is `NeedleStore`'s) or repair decisions (`Repairer`'s).
+
 Needle bodies go through raw-ASGI routes (`arkor.web.asgi.StreamRouter`), so a PUT is pulled from
 the socket only as fast as it is written to disk and a GET is read from disk only as fast as the
 client takes it: memory stays bounded whatever the needle size. Control routes (status, listing,
@@ -8,16 +11,18 @@ compaction, health) are a Quart app behind it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from arkor.config import Config, DataConfig
+from arkor.data.repair import Repairer
 from arkor.data.store import NeedleStore, SizeMismatch
 from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, Unauthorized
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, effective_secret, verify
 from arkor.web import semantics
-from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
+from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
 from arkor.web.serve import quart_app
 
@@ -225,3 +230,20 @@ def _control_app(state: ServerState) -> Any:
         return jsonify({"compacted": await store.compact(min_garbage_ratio=ratio)})
 
     return app
+
+
+def with_repair_routes(app: ASGIApp, repairer: Repairer) -> ASGIApp:
+    """Serve ``GET /repair``: repair progress, unsigned (no cookies in it). Corrupt reads reach
+    the repairer through the store's corruption hook, not through the HTTP answers."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/repair" and scope["method"] in ("GET", "HEAD"):
+            body = json.dumps(repairer.progress.to_json()).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [[b"content-type", b"application/json"],
+                                    [b"content-length", str(len(body)).encode()]]})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
+        await app(scope, receive, send)
+
+    return wrapped

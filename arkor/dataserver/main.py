@@ -18,14 +18,15 @@ from pathlib import Path
 import trio
 
 from arkor.config import Config, DataConfig
-from arkor.data.app import build_app
 from arkor.data.local import LocalReplica
-from arkor.data.repair import Repairer, with_repair_routes
+from arkor.data.repair import Repairer
 from arkor.data.scrub import Scrubber
 from arkor.data.store import NeedleStore
+from arkor.dataserver.app import ServerState, build_app, with_repair_routes
 from arkor.model import ServerInfo
 from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry
+from arkor.transfer.registry_client import HttpRegistry
 from arkor.web.serve import client_verify, serve_app, url_scheme
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ async def serve_data_server(
         max_needle_size=int(data.maxNeedleSize), disk_threads=data.diskThreads,
         label=f"{data.host}:{data.port}",
     )
+    state: ServerState | None = None
     try:
         server_id = await trio.to_thread.run_sync(load_server_id, directory)
         app, state = build_app(config, data, store, server_id)
@@ -132,7 +134,7 @@ async def serve_data_server(
             verify=client_verify(config.http),
         )
         scrubber = Scrubber(store, group=data.group, rate=float(data.scrubRate),
-                            on_corrupt=repairer.report_corrupt, pause=float(data.repairInterval))
+                            pause=float(data.repairInterval))
         app = with_repair_routes(app, repairer)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_app, app, config.http, f"{data.host}:{data.port}"))
@@ -152,9 +154,8 @@ async def serve_data_server(
             log.info("data server %s (group %d) serving %s from %s", server_id, data.group, url, directory)
             task_status.started(DataServerHandle(store, LocalReplica(store, url), url, server_id))
     finally:
-        state_serving = locals().get("state")
-        if state_serving is not None:
-            state_serving.serving = False
+        if state is not None:
+            state.serving = False
         with trio.CancelScope(shield=True), trio.move_on_after(30):
             await store.aclose()
 
@@ -168,10 +169,5 @@ async def run(config: Config) -> None:
                                  timeout=httpx.Timeout(10.0, connect=5.0)) as client:
         registry: Registry | None = None
         if data.registry:
-            try:
-                from arkor.transfer.registry_client import HttpRegistry
-            except ImportError:
-                log.warning("no registry client available: not heartbeating")
-            else:
-                registry = HttpRegistry(data.registry, secret, client, 10.0)  # type: ignore[assignment]
+            registry = HttpRegistry(data.registry, secret, client, 10.0)  # type: ignore[assignment]
         await serve_data_server(config, data, registry=registry)
