@@ -75,7 +75,7 @@ def test_builder_escapes_and_round_trips() -> None:
             ("MaxKeys", 1000),
             ("Marker", None),
             ("Contents", [("Key", key), ("Size", 5)]),
-            ("Contents", [("Key", "é/ü")]),
+            ("Contents", (("Key", "é/ü"),)),
             (("Grantee", xsi), [("ID", "x")]),
         ],
     )

@@ -7,7 +7,7 @@ the shape of any particular S3 document (the operations build those) or any I/O.
 Builder shape: ``xml_document("ListAllMyBucketsResult", [("Owner", [("ID", "arkor")]),
 ("Buckets", [("Bucket", [("Name", "b1")]), ("Bucket", [("Name", "b2")])])])``. A child is a
 ``(tag, value)`` pair; `tag` is a name or ``(name, {attribute: value})``; `value` is a str, an int,
-a bool (``true``/``false``), a list of children (nested element), or None (element left out).
+a bool (``true``/``false``), a list or tuple of children (nested element), or None (left out).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from arkor.object.s3.errors import S3Error
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 Tag: TypeAlias = "str | tuple[str, Mapping[str, str]]"
-Value: TypeAlias = "str | int | bool | None | list[Child]"
+Value: TypeAlias = "str | int | bool | None | list[Child] | tuple[Child, ...]"
 Child: TypeAlias = "tuple[Tag, Value]"
 
 # Characters XML 1.0 cannot carry literally are written as character references, as S3 does.
@@ -78,7 +78,7 @@ def _render(out: list[str], children: Iterable[Child]) -> None:
             open_tag = name + "".join(f' {k}="{escape(v)}"' for k, v in attrs.items())
         else:
             name = open_tag = tag
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             out.append(f"<{open_tag}>")
             _render(out, value)
             out.append(f"</{name}>")
