@@ -28,11 +28,12 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# nginx is the benchmarks' reference server; install Debian's package when it is missing.
+# The benchmarks' references: nginx, and memcached for the Swift SAIO (Swift itself goes into
+# bench/.swift-venv from PyPI on first use). Debian's packages are installed when missing.
 bench-deps:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@{ [ -x /usr/sbin/nginx ] && command -v memcached >/dev/null 2>&1; } || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx memcached >/dev/null; }
 
 bench: $(STAMP) bench-deps
 	$(BIN)/python -m bench.run_all

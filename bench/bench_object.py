@@ -33,6 +33,7 @@ import trio
 
 from arkor.config import parse_size
 from bench.common import MB, Floor, RawHttp, machine, raw_disk_write, run_clients, start_nginx
+from bench.swift_saio import DEFAULT_VENV, SwiftSaio, ensure_venv
 from tests.object.cluster import start_allinone, start_cluster
 from tests.procs import ArkorProcess, PeakRss
 
@@ -40,21 +41,30 @@ SMALL = 4 * 1024
 
 
 class Deployment:
-    """A running Arkor deployment: its object-server URL, the pid to sample and how to stop it."""
+    """A running deployment: its front URL, where objects go (`base` + "/name"), the headers every
+    request needs (a Swift token), the pid whose RSS is sampled and how to stop it."""
 
-    def __init__(self, url: str, pid: int, stop: Callable[[], object]) -> None:
-        self.url, self.pid, self.stop = url, pid, stop
+    def __init__(self, url: str, pid: int, stop: Callable[[], object], base: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.url, self.pid, self.stop, self.base, self.headers = url, pid, stop, base, headers or {}
 
 
-def start(kind: str, work: Path, workers: int) -> Deployment:
+def start(kind: str, work: Path, args: argparse.Namespace) -> Deployment:
     tmp = work / kind
     tmp.mkdir()
     if kind == "allinone":
         proc: ArkorProcess = start_allinone(tmp)
-        return Deployment(proc.url, proc.pid or 0, proc.stop)
-    cluster = start_cluster(tmp, object_sections={"workers": workers})
+        return Deployment(proc.url, proc.pid or 0, proc.stop, "/v1/bench-allinone")
+    if kind == "swift":
+        venv = ensure_venv(Path(args.swift_venv))
+        if venv is None:
+            raise RuntimeError("Swift could not be installed from PyPI into " + args.swift_venv)
+        saio = SwiftSaio(tmp, venv)
+        return Deployment(saio.url, saio.pids()[-1], saio.stop, saio.container_path,
+                          {"X-Auth-Token": saio.token})
+    cluster = start_cluster(tmp, object_sections={"workers": args.workers})
     assert cluster.object is not None
-    return Deployment(cluster.url, cluster.object.pid or 0, cluster.stop)
+    return Deployment(cluster.url, cluster.object.pid or 0, cluster.stop, "/v1/bench-cluster")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -63,7 +73,8 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def small_load(url: str, method: str, paths: list[str], concurrency: int,
-                     body: bytes, *, check: bool = True) -> dict[str, float]:
+                     body: bytes, *, check: bool = True, headers: dict[str, str] | None = None,
+                     ) -> dict[str, float]:
     """req/s and latency percentiles for one request per path, `concurrency` keep-alive clients."""
     todo = iter(paths)
     latencies: list[float] = []
@@ -72,7 +83,7 @@ async def small_load(url: str, method: str, paths: list[str], concurrency: int,
     async def worker(conn: RawHttp) -> None:
         for path in todo:
             started = time.perf_counter()
-            status, data = await conn.request(method, path, None, body if method == "PUT" else b"")
+            status, data = await conn.request(method, path, headers, body if method == "PUT" else b"")
             latencies.append(time.perf_counter() - started)
             if status != expected or (method == "GET" and check and data != body):
                 raise AssertionError(f"{method} {path}: {status} {data!r:.200}")
@@ -82,15 +93,16 @@ async def small_load(url: str, method: str, paths: list[str], concurrency: int,
             "p99": percentile(latencies, 0.99) * 1000}
 
 
-async def big_transfer(url: str, method: str, path: str, data: bytes) -> dict[str, float]:
+async def big_transfer(url: str, method: str, path: str, data: bytes,
+                       headers: dict[str, str] | None = None) -> dict[str, float]:
     conn = await RawHttp.connect(url)
     try:
         started = time.perf_counter()
         if method == "PUT":
-            status, reply = await conn.request("PUT", path, None, data)
+            status, reply = await conn.request("PUT", path, headers, data)
             ok = status == 201
         else:
-            status, reply = await conn.request("GET", path, keep=False)
+            status, reply = await conn.request("GET", path, headers, keep=False)
             ok = status == 200 and reply == len(data)
         elapsed = time.perf_counter() - started
     finally:
@@ -105,20 +117,21 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-async def measure(dep: Deployment, args: argparse.Namespace, small: bytes, big: bytes,
-                  tag: str) -> dict[str, dict[str, float]]:
+async def measure(dep: Deployment, args: argparse.Namespace, small: bytes,
+                  big: bytes) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    warm = [f"/v1/bench-{tag}/warm/{i}" for i in range(200)]
-    await small_load(dep.url, "PUT", warm, args.concurrency, small)
+    h = dep.headers
+    warm = [f"{dep.base}/warm-{i}" for i in range(200)]
+    await small_load(dep.url, "PUT", warm, args.concurrency, small, headers=h)
     peak = PeakRss(dep.pid).start()
-    paths = [f"/v1/bench-{tag}/small/{i:06d}" for i in range(args.small)]
-    out["4 KiB PUT"] = await small_load(dep.url, "PUT", paths, args.concurrency, small)
-    out["4 KiB GET"] = await small_load(dep.url, "GET", paths, args.concurrency, small)
+    paths = [f"{dep.base}/small-{i:06d}" for i in range(args.small)]
+    out["4 KiB PUT"] = await small_load(dep.url, "PUT", paths, args.concurrency, small, headers=h)
+    out["4 KiB GET"] = await small_load(dep.url, "GET", paths, args.concurrency, small, headers=h)
     puts, gets = [], []
     for run in range(args.runs):
-        path = f"/v1/bench-{tag}/big/{run}"
-        puts.append(await big_transfer(dep.url, "PUT", path, big))
-        gets.append(await big_transfer(dep.url, "GET", path, big))
+        path = f"{dep.base}/big-{run}"
+        puts.append(await big_transfer(dep.url, "PUT", path, big, h))
+        gets.append(await big_transfer(dep.url, "GET", path, big, h))
     out["64 MiB PUT"] = summarise(puts)
     out["64 MiB GET"] = summarise(gets)
     out["peak RSS"] = {"rate": peak.stop() / MB, "p50": 0.0, "p99": 0.0}
@@ -160,9 +173,9 @@ async def main(args: argparse.Namespace) -> None:
         raws = [await trio.to_thread.run_sync(raw_disk_write, work, big) for _ in range(args.runs)]
         results["disk"] = {"64 MiB PUT": {"rate": statistics.median(raws), "p50": 0.0, "p99": 0.0}}
         for kind in args.deployments:
-            dep = await trio.to_thread.run_sync(start, kind, work, args.workers)
+            dep = await trio.to_thread.run_sync(start, kind, work, args)
             try:
-                results[kind] = await measure(dep, args, small, big, kind)
+                results[kind] = await measure(dep, args, small, big)
             finally:
                 await trio.to_thread.run_sync(dep.stop)
     finally:
@@ -215,8 +228,9 @@ def goal_table(args: argparse.Namespace, results: dict[str, dict[str, dict[str, 
     print()
     print("| measure | deployment | Arkor | reference (same run) | ratio | goal |")
     print("|---|---|---|---|---|---|")
+    arkor_kinds = [k for k in args.deployments if k != "swift"]
     for row, name, ref_name, goals in GOALS:
-        for kind in args.deployments:
+        for kind in arkor_kinds:
             fig = results.get(kind, {}).get(name)
             if fig is None:
                 continue
@@ -232,12 +246,20 @@ def goal_table(args: argparse.Namespace, results: dict[str, dict[str, dict[str, 
                 ref_text = f"min(floor drain {drain:,.0f}, disk/3 {disk_third:,.0f})"
             ratio = f"{fig['rate'] / ref:.2f}" if ref else "n/a"
             print(f"| {row} | {kind} | {fig['rate']:,.0f} | {ref_text} | {ratio} | >= {goals[kind]} |")
-    for kind in args.deployments:
+    for kind in arkor_kinds:
         for name in ("4 KiB PUT", "4 KiB GET"):
             fig = results.get(kind, {}).get(name)
             if fig:
                 print(f"| p99 / p50 of {name} | {kind} | {fig['p99']:,.1f} / {fig['p50']:,.1f} ms "
                       f"| | {fig['p99'] / max(fig['p50'], 1e-9):.1f} | <= 5 |")
+    swift = results.get("swift")
+    if swift and "cluster" in results:
+        print()
+        print("| measure | cluster | Swift SAIO (3 replicas, same run) | cluster / Swift | goal |")
+        print("|---|---|---|---|---|")
+        for name in ("4 KiB GET", "4 KiB PUT", "64 MiB PUT", "64 MiB GET"):
+            ours, theirs = results["cluster"][name]["rate"], swift[name]["rate"]
+            print(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f} | >= 3 |")
 
 
 def cli() -> None:
@@ -247,8 +269,10 @@ def cli() -> None:
     parser.add_argument("--big", type=parse_size, default=64 * 1024 * 1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="object.workers for the cluster")
-    parser.add_argument("--deployments", nargs="+", default=["allinone", "cluster"],
-                        choices=["allinone", "cluster"])
+    parser.add_argument("--deployments", nargs="+", default=["allinone", "cluster", "swift"],
+                        choices=["allinone", "cluster", "swift"],
+                        help="swift: a Swift SAIO (3 replicas, tempauth) as the peer reference")
+    parser.add_argument("--swift-venv", default=str(DEFAULT_VENV), help="Swift's own venv (made if missing)")
     parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
     trio.run(main, parser.parse_args())
 
