@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -268,3 +272,27 @@ def test_random_corruption_never_escapes_as_another_exception(
             verify(mutated)
         except S3Error as exc:
             assert exc.status in (400, 403)
+
+
+def test_aws_cli_presign_verifies(tmp_path: Path) -> None:
+    """`aws s3 presign`, the real CLI (no request is sent). aws-cli v1 presigns with SigV2 unless told
+    s3v4: such URLs are refused as unsupported, never half-verified."""
+    aws = Path(sys.executable).parent / "aws"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "AWS_DEFAULT_REGION": REGION, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+    def presign(config: str) -> str:
+        (tmp_path / "config").write_text(config)
+        done = subprocess.run(
+            [str(aws), "s3", "presign", "s3://bkt/dir/a b+c.txt", "--expires-in", "120",
+             "--endpoint-url", "http://127.0.0.1:8130"],
+            env={**env, "AWS_CONFIG_FILE": str(tmp_path / "config")}, capture_output=True, timeout=120,
+            check=True)
+        return done.stdout.decode().strip()
+
+    url = presign("[default]\ns3 =\n    signature_version = s3v4\n")
+    assert "X-Amz-Signature=" in url
+    identity = verify(presigned(url))
+    assert identity is not None and identity.presigned
+    fails(presigned(url.replace("a%20b", "a%20c")), "SignatureDoesNotMatch", 403)
+    fails(presigned(presign("")), "InvalidRequest", 400)
