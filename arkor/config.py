@@ -208,6 +208,9 @@ class ObjectConfig:
     maxObjectSize: Size = Size(5 * 1024**4)
     maxMetadataBytes: Size = Size(8 * 1024)
     workers: int = 1
+    # A write waits this long for a writable data group (a group resyncing after a restart)
+    # before 503 with Retry-After.
+    writableWait: Duration = Duration(10.0)
 
 
 @dataclass

@@ -55,6 +55,7 @@ class ObjectService:
             replica_timeout=float(oc.replicaTimeout),
             fragment_retries=oc.fragmentRetries,
             lease_size=config.registry.leaseSize,
+            writable_wait=float(oc.writableWait),
         )
         self.max_object_size = int(oc.maxObjectSize)
 

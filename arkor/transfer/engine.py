@@ -78,6 +78,7 @@ class TransferEngine:
         lease_size: int = 256,
         group_ttl: float = 2.0,
         hash_threads: int = 2,
+        writable_wait: float = 0.0,
     ) -> None:
         self.registry = registry
         self.replica_factory = replica_factory
@@ -86,7 +87,7 @@ class TransferEngine:
         self.read_ahead = read_ahead
         self.replica_timeout = replica_timeout
         self.fragment_retries = fragment_retries
-        self.groups = GroupCache(registry, ttl=group_ttl)
+        self.groups = GroupCache(registry, ttl=group_ttl, writable_wait=writable_wait)
         self.keys = KeyLease(registry, lease_size=lease_size)
         self.hash_limiter = trio.CapacityLimiter(hash_threads)
 

@@ -26,9 +26,12 @@ ReplicaFactory = Callable[[ServerInfo], Replica]
 class GroupCache:
     """The registry's group list, at most `ttl` seconds old."""
 
-    def __init__(self, registry: Registry, *, ttl: float = 2.0) -> None:
+    def __init__(self, registry: Registry, *, ttl: float = 2.0, writable_wait: float = 0.0) -> None:
         self._registry = registry
         self._ttl = ttl
+        # How long a write waits for a writable group (a group resyncing after a restart, a
+        # replica rejoining) before 503: a short window should delay writes, not fail them.
+        self._writable_wait = writable_wait
         self._groups: dict[int, GroupInfo] = {}
         self._fetched = -1e18
         self._lock = trio.Lock()
@@ -62,14 +65,21 @@ class GroupCache:
 
     async def pick_writable(self, exclude: Collection[int] = ()) -> GroupInfo:
         """A writable group not in `exclude`, chosen at random weighted by free space."""
-        candidates = [
-            g for g in (await self.groups()).values() if g.writable and g.group not in exclude
-        ]
-        if not candidates:
-            raise ServiceUnavailable(
-                "no writable data group is available"
-                + (f" (tried groups {sorted(exclude)})" if exclude else "")
-            )
+        deadline = trio.current_time() + (0.0 if exclude else self._writable_wait)
+        while True:
+            candidates = [
+                g for g in (await self.groups()).values() if g.writable and g.group not in exclude
+            ]
+            if candidates:
+                break
+            if trio.current_time() >= deadline:
+                raise ServiceUnavailable(
+                    "no writable data group is available"
+                    + (f" (tried groups {sorted(exclude)})" if exclude else ""),
+                    headers={"retry-after": "2"},
+                )
+            self.invalidate()
+            await trio.sleep(min(0.2, max(deadline - trio.current_time(), 0.0)))
         now = trio.current_time()
         healthy = [g for g in candidates if self._suspect.get(g.group, 0.0) <= now]
         candidates = healthy or candidates
