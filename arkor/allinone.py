@@ -49,6 +49,7 @@ def allinone_config(config: Config) -> Config:
         object=dataclasses.replace(
             config.object, host=ac.host, port=ac.objectPort, registry=registry_url
         ),
+        s3=dataclasses.replace(config.s3, host=ac.host),
     )
 
 
@@ -173,9 +174,9 @@ async def serve_node(
             ac = cfg.allinone
             scheme = url_scheme(cfg.http)
             log.info(
-                "arkor allinone ready: object %s://%s:%d, registry :%d, data %s, data dir %s",
-                scheme, ac.host, ac.objectPort, ac.registryPort,
-                ",".join(str(p) for p in ac.dataPorts), ac.dataDir,
+                "arkor allinone ready: object %s://%s:%d, %s, registry :%d, data %s, data dir %s",
+                scheme, ac.host, ac.objectPort, f"s3 :{cfg.s3.port}" if cfg.s3.enabled else "s3 off",
+                ac.registryPort, ",".join(str(p) for p in ac.dataPorts), ac.dataDir,
             )
             task_status.started(Node(
                 config=cfg, url=f"{scheme}://{ac.host}:{ac.objectPort}",

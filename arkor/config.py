@@ -214,6 +214,19 @@ class ObjectConfig:
 
 
 @dataclass
+class S3Config:
+    """The S3 REST API listener of every object server (docs/specs/S3.md)."""
+
+    enabled: bool = True
+    # `arkor object` binds host:port; `arkor allinone` binds allinone.host on this port.
+    host: str = "127.0.0.1"
+    port: int = 8130
+    region: str = "us-east-1"
+    # Virtual-hosted style: requests for <bucket>.<domain> address that bucket; empty: path style only.
+    domain: str = ""
+
+
+@dataclass
 class AllInOneConfig:
     host: str = "127.0.0.1"
     dataDir: str = "arkor-data"
@@ -233,6 +246,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     data: DataConfig = field(default_factory=DataConfig)
     object: ObjectConfig = field(default_factory=ObjectConfig)
+    s3: S3Config = field(default_factory=S3Config)
     allinone: AllInOneConfig = field(default_factory=AllInOneConfig)
 
     @property
@@ -341,7 +355,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("data.compactInterval: must be at least 1s")
     if config.data.volumeSize < 1024 * 1024:
         raise ConfigError("data.volumeSize: must be at least 1MiB")
-    for section in ("registry", "data", "object"):
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", config.s3.region):
+        raise ConfigError("s3.region: must be 1-64 characters of a-z 0-9 -")
+    for section in ("registry", "data", "object", "s3"):
         port = getattr(config, section).port
         if not 0 <= port <= 65535:
             raise ConfigError(f"{section}.port: must be between 0 and 65535")

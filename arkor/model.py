@@ -253,6 +253,40 @@ class PartInfo:
         )
 
 
+# System metadata of a completed multipart object: its part sizes, run-length encoded
+# ("8388608*3,1024"), so S3 GetObject?partNumber=N can serve part N. Keys starting with ":" are
+# never user metadata.
+PARTS_META = ":parts"
+MAX_LAYOUT_CHARS = 2048
+
+
+def part_layout(sizes: list[int]) -> str:
+    """The run-length text of `sizes`; "" when it would be longer than MAX_LAYOUT_CHARS."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([size, 1])
+    text = ",".join(f"{s}*{n}" if n > 1 else str(s) for s, n in runs)
+    return text if len(text) <= MAX_LAYOUT_CHARS else ""
+
+
+def parse_part_layout(text: str) -> list[int] | None:
+    """The part sizes of a `part_layout` text; None when malformed."""
+    sizes: list[int] = []
+    try:
+        for item in text.split(","):
+            size, _, count = item.partition("*")
+            n = int(count) if count else 1
+            if n < 1 or len(sizes) + n > 10_000:
+                return None
+            sizes += [int(size)] * n
+    except ValueError:
+        return None
+    return sizes
+
+
 @dataclass(slots=True)
 class MultipartUpload:
     upload_id: str

@@ -401,8 +401,12 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
     router = StreamRouter()
     V1Routes(ctx).register(router)
     lfs_routes.register(router, ctx)
+    return instrument(request_lifecycle(router, ctx.body_timeout), "object")
 
-    body_timeout = ctx.body_timeout
+
+def request_lifecycle(handler: ASGIApp, body_timeout: float) -> ASGIApp:
+    """Wrap a streaming handler (the v1 router, the S3 app): lifespan, a nursery per request,
+    and the bounded drain of a body answered early (see `_drain`)."""
     drain_timeout = min(body_timeout, DRAIN_CHUNK_SECONDS)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -448,11 +452,11 @@ def build_object_app(ctx: ObjectContext) -> ASGIApp:
         async with trio.open_nursery() as nursery:
             token = REQUEST_NURSERY.set(nursery)
             try:
-                await router(scope, tracking_receive, closing_send)
+                await handler(scope, tracking_receive, closing_send)
                 if not body_done and not answered:  # no response at all (client gone): drain
                     await _drain(tracking_receive, lambda: body_done, drain_timeout)
             finally:
                 REQUEST_NURSERY.reset(token)
                 nursery.cancel_scope.cancel()  # read-ahead of an abandoned response
 
-    return instrument(app, "object")
+    return app

@@ -54,6 +54,22 @@ class Authenticator:
                 return user
         return None
 
+    # --- the plug-in the S3 API authenticates through (it verifies SigV4 itself) ---------------
+    def user_for_access_key(self, access_key: str) -> AccessKey | None:
+        for user in self.users:
+            if hmac.compare_digest(user.accessKey, access_key):
+                return user
+        return None
+
+    def principal_for(self, user: AccessKey) -> Principal:
+        return Principal(user.name or user.accessKey, user)
+
+    def anonymous_principal(self, client_host: str) -> Principal | None:
+        """The anonymous caller when dev anonymous loopback applies, else None."""
+        if self.anonymous_loopback and client_host.startswith(LOOPBACK):
+            return Principal("anonymous", None)
+        return None
+
     def authenticate(self, request: Request) -> Principal:
         """The caller, or Unauthorized (401 with WWW-Authenticate)."""
         header = request.headers.get("authorization", "")

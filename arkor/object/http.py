@@ -33,7 +33,8 @@ def object_headers(record: ObjectRecord) -> list[tuple[str, str]]:
         ("content-type", record.content_type),
         ("accept-ranges", "bytes"),
     ]
-    headers += [(META_PREFIX + k, v) for k, v in sorted(record.metadata.items())]
+    # Keys starting with ":" are system metadata of the S3 API (checksums, content headers).
+    headers += [(META_PREFIX + k, v) for k, v in sorted(record.metadata.items()) if k[:1] != ":"]
     return headers
 
 

@@ -32,6 +32,7 @@ from arkor.web.serve import client_verify, serve_app
 log = logging.getLogger(__name__)
 
 WORKER_FD_ENV = "ARKOR_OBJECT_FD"
+S3_FD_ENV = "ARKOR_S3_FD"
 
 
 async def serve_object_server(
@@ -40,9 +41,13 @@ async def serve_object_server(
     registry: Registry,
     replica_factory: ReplicaFactory,
     bind: str | None = None,
+    s3_bind: str | None = None,
     task_status: trio.TaskStatus[ObjectContext] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the public API until cancelled; `task_status` gets the context once listening."""
+    """Serve the public API (and the S3 API unless `s3.enabled` is false) until cancelled;
+    `task_status` gets the context once listening."""
+    from arkor.object.s3.server import serve_s3
+
     service = ObjectService(config, registry, replica_factory)
     ctx = ObjectContext(config=config, service=service, registry=registry, auth=Authenticator(config))
     app = build_object_app(ctx)
@@ -50,6 +55,10 @@ async def serve_object_server(
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_app, app, config.http, address)
         log.info("object server on %s (registry %s)", address, config.object.registry)
+        if config.s3.enabled:
+            s3_address = s3_bind or f"{config.s3.host}:{config.s3.port}"
+            await nursery.start(serve_s3, config, ctx, s3_address)
+            log.info("S3 API on %s (region %s)", s3_address, config.s3.region)
         task_status.started(ctx)
 
 
@@ -80,7 +89,7 @@ def http_replica_factory(config: Config, client: httpx.AsyncClient) -> ReplicaFa
     return factory
 
 
-async def _serve_http(config: Config, bind: str | None) -> None:
+async def _serve_http(config: Config, bind: str | None, s3_bind: str | None = None) -> None:
     from arkor.transfer.registry_client import HttpRegistry
 
     secret = effective_secret(config.cluster.secret)
@@ -93,30 +102,41 @@ async def _serve_http(config: Config, bind: str | None) -> None:
             registry=registry,
             replica_factory=http_replica_factory(config, client),
             bind=bind,
+            s3_bind=s3_bind,
         )
         await trio.sleep_forever()
 
 
-async def _supervise_workers(config: Config) -> None:
-    """Bind once, then keep `object.workers` worker processes serving the inherited socket."""
-    oc = config.object
-    sock = socket.socket(socket.AF_INET6 if ":" in oc.host else socket.AF_INET, socket.SOCK_STREAM)
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket worker processes inherit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((oc.host, oc.port))
+    sock.bind((host, port))
     sock.listen(1024)
     sock.set_inheritable(True)
+    return sock
+
+
+async def _supervise_workers(config: Config) -> None:
+    """Bind once, then keep `object.workers` worker processes serving the inherited sockets."""
+    oc = config.object
+    sock = _listen(oc.host, oc.port)
+    s3_sock = _listen(config.s3.host, config.s3.port) if config.s3.enabled else None
     fd = sock.fileno()
+    fds = (fd,) if s3_sock is None else (fd, s3_sock.fileno())
     plain = json.loads(json.dumps(dump_config(config)))
     with tempfile.TemporaryDirectory(prefix="arkor-object-") as tmp:
         path = Path(tmp) / "runtime.yaml"
         path.write_text(yaml.safe_dump(plain, sort_keys=False))
         env = {**os.environ, WORKER_FD_ENV: str(fd)}
+        if s3_sock is not None:
+            env[S3_FD_ENV] = str(s3_sock.fileno())
         args = [sys.executable, "-m", "arkor.cli", "object", "--config", str(path)]
         log.info("object server on %s:%d with %d worker processes", oc.host, oc.port, oc.workers)
 
         async def worker(number: int) -> None:
             while True:
-                result = await trio.run_process(args, env=env, pass_fds=(fd,), check=False)
+                result = await trio.run_process(args, env=env, pass_fds=fds, check=False)
                 log.error("object worker %d exited with %s; restarting", number, result.returncode)
                 await trio.sleep(1.0)
 
@@ -126,12 +146,15 @@ async def _supervise_workers(config: Config) -> None:
                     nursery.start_soon(worker, number)
         finally:
             sock.close()
+            if s3_sock is not None:
+                s3_sock.close()
 
 
 async def run(config: Config) -> None:
     fd = os.environ.get(WORKER_FD_ENV)
     if fd is not None:
-        await _serve_http(config, f"fd://{int(fd)}")
+        s3_fd = os.environ.get(S3_FD_ENV)
+        await _serve_http(config, f"fd://{int(fd)}", f"fd://{int(s3_fd)}" if s3_fd else None)
     elif config.object.workers > 1:
         await _supervise_workers(config)
     else:

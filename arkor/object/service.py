@@ -102,8 +102,11 @@ class ObjectService:
         sha256: str | None = None,
         if_match: str | None = None,
         if_none_match: bool = False,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
-        """Store an object; visible only after all fragments are durable and the commit succeeds."""
+        """Store an object; visible only after all fragments are durable and the commit succeeds.
+
+        `create_bucket=False` (S3): NotFound no_such_bucket unless the bucket exists."""
         check_bucket(bucket)
         check_object_key(key)
         if if_none_match or if_match is not None:
@@ -121,7 +124,9 @@ class ObjectService:
             modified=now,
             fragments=result.fragments,
         )
-        return await self._commit(record, if_match=if_match, if_none_match=if_none_match)
+        return await self._commit(
+            record, if_match=if_match, if_none_match=if_none_match, create_bucket=create_bucket
+        )
 
     async def _precheck(
         self, bucket: str, key: str, *, if_match: str | None, if_none_match: bool
@@ -139,11 +144,17 @@ class ObjectService:
             raise PreconditionFailed(f"{bucket}/{key} does not match If-Match {if_match}")
 
     async def _commit(
-        self, record: ObjectRecord, *, if_match: str | None = None, if_none_match: bool = False
+        self,
+        record: ObjectRecord,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
         try:
             return await self.registry.commit_object(
-                record, if_match=_strip_etag(if_match), if_none_match=if_none_match
+                record, if_match=_strip_etag(if_match), if_none_match=if_none_match,
+                create_bucket=create_bucket,
             )
         except ArkorError as exc:
             # A definite refusal: the fragments will never be referenced. (412 is queued for
@@ -165,12 +176,15 @@ class ObjectService:
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         if_none_match: bool = False,
+        create_bucket: bool = True,
+        source: ObjectRecord | None = None,
     ) -> ObjectRecord:
         """Server-side copy: the data is re-stored as new fragments (no shared needles, so the
-        reclaim of one object never touches the other)."""
+        reclaim of one object never touches the other). `source`: the record already looked up."""
         check_bucket(bucket)
         check_object_key(key)
-        source = await self.head(src_bucket, src_key)
+        if source is None:
+            source = await self.head(src_bucket, src_key)
         if if_none_match:
             await self._precheck(bucket, key, if_match=None, if_none_match=True)
         reader = self.open_read(source, 0, source.size - 1)
@@ -193,7 +207,7 @@ class ObjectService:
             modified=now,
             fragments=result.fragments,
         )
-        return await self._commit(record, if_none_match=if_none_match)
+        return await self._commit(record, if_none_match=if_none_match, create_bucket=create_bucket)
 
     # --- reads ----------------------------------------------------------------------------------
     async def head(self, bucket: str, key: str) -> ObjectRecord:
@@ -250,7 +264,14 @@ class ObjectService:
         return part
 
     async def complete_multipart(
-        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> ObjectRecord:
         if not parts:
             raise BadRequest("a multipart upload needs at least one part", code="invalid_part")
@@ -267,8 +288,11 @@ class ObjectService:
             etag = multipart_etag(etags)
         except ValueError:
             raise BadRequest("part ETags must be hex MD5 digests", code="invalid_part") from None
+        if if_none_match or if_match is not None:
+            await self._precheck(bucket, key, if_match=if_match, if_none_match=if_none_match)
         return await self.registry.complete_multipart(
-            upload_id, [(n, e) for (n, _), e in zip(parts, etags, strict=True)], etag=etag
+            upload_id, [(n, e) for (n, _), e in zip(parts, etags, strict=True)], etag=etag,
+            if_match=_strip_etag(if_match), if_none_match=if_none_match,
         )
 
 

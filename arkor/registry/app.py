@@ -132,15 +132,17 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
         bucket, key = _split_object_path(request)
         raw = await body_json(request, MAX_MANIFEST_JSON)
 
-        def build(raw: dict[str, Any]) -> tuple[ObjectRecord, str | None, bool]:
+        def build(raw: dict[str, Any]) -> tuple[ObjectRecord, str | None, bool, bool]:
             record_raw = dict(raw["record"])
             record_raw["bucket"], record_raw["key"] = bucket, key
             if_match = raw.get("if_match")
             return (ObjectRecord.from_json(record_raw), None if if_match is None else str(if_match),
-                    bool(raw.get("if_none_match")))
+                    bool(raw.get("if_none_match")), bool(raw.get("create_bucket", True)))
 
-        record, if_match, if_none_match = _parse(build, raw)
-        stored = await service.commit_object(record, if_match=if_match, if_none_match=if_none_match)
+        record, if_match, if_none_match, create_bucket = _parse(build, raw)
+        stored = await service.commit_object(
+            record, if_match=if_match, if_none_match=if_none_match, create_bucket=create_bucket
+        )
         return Response.json(stored.to_json())
 
     @route(f"{PREFIX}/objects/.+", ["GET"])
@@ -167,6 +169,10 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
             limit=_int_param(request, "limit", 1000),
         )
         return Response.json(page.to_json())
+
+    @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["PUT"])
+    async def create_bucket(request: Request) -> Response:
+        return Response.json({"created": await service.create_bucket(request.params["bucket"])})
 
     @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["DELETE"])
     async def delete_bucket(request: Request) -> Response:
@@ -225,12 +231,17 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/complete", ["POST"])
     async def complete_upload(request: Request) -> Response:
-        def build(raw: dict[str, Any]) -> tuple[list[tuple[int, str]], str]:
+        def build(raw: dict[str, Any]) -> tuple[list[tuple[int, str]], str, str | None, bool]:
             parts = [(int(n), str(e)) for n, e in raw["parts"]]
-            return parts, str(raw["etag"])
+            if_match = raw.get("if_match")
+            return (parts, str(raw["etag"]), None if if_match is None else str(if_match),
+                    bool(raw.get("if_none_match")))
 
-        parts, etag = _parse(build, await body_json(request))
-        record = await service.complete_multipart(request.params["upload"], parts, etag=etag)
+        parts, etag, if_match, if_none_match = _parse(build, await body_json(request))
+        record = await service.complete_multipart(
+            request.params["upload"], parts, etag=etag, if_match=if_match,
+            if_none_match=if_none_match,
+        )
         return Response.json(record.to_json())
 
     @route(f"{PREFIX}/locks", ["POST"])

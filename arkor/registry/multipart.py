@@ -15,10 +15,12 @@ from arkor.errors import (
     Unprocessable,
 )
 from arkor.model import (
+    PARTS_META,
     Fragment,
     MultipartUpload,
     ObjectRecord,
     PartInfo,
+    part_layout,
 )
 from arkor.names import check_bucket, check_object_key
 from arkor.registry.ops_base import (
@@ -133,7 +135,13 @@ class MultipartOps(RegistryBase):
         return await self.store.read(body)
 
     async def complete_multipart(
-        self, upload_id: str, parts: list[tuple[int, str]], *, etag: str
+        self,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        etag: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> ObjectRecord:
         if not parts:
             raise Unprocessable("at least one part is required", code="invalid_part")
@@ -157,14 +165,16 @@ class MultipartOps(RegistryBase):
                     )
                 fragments.extend(part.fragments)
                 size += part.size
+            layout = part_layout([stored[n].size for n, _ in parts])
+            metadata = {**upload.metadata, PARTS_META: layout} if layout else upload.metadata
             record = ObjectRecord(
                 bucket=upload.bucket, key=upload.key, size=size, etag=etag,
-                content_type=upload.content_type, metadata=upload.metadata, fragments=fragments,
+                content_type=upload.content_type, metadata=metadata, fragments=fragments,
             )
             metadata_text = self._check_record(record)
             every_part = [f for p in stored.values() for f in p.fragments]
             result = await self._commit_in_tx(
-                tx, record, metadata_text, if_match=None, if_none_match=False,
+                tx, record, metadata_text, if_match=if_match, if_none_match=if_none_match,
                 also_remove=every_part, reason="multipart",
             )
             await tx.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))

@@ -48,11 +48,14 @@ class ObjectOps(RegistryBase):
         if_none_match: bool,
         also_remove: list[Fragment],
         reason: str,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
         now = time.time()
         key = record.key.encode()
         lock = self._dialect.for_update
         if not await tx.query(f"SELECT name FROM buckets WHERE name = ?{lock}", (record.bucket,)):
+            if not create_bucket:
+                raise NotFound(f"no such bucket {record.bucket!r}", code="no_such_bucket")
             await tx.execute(
                 f"{self._dialect.insert_ignore} INTO buckets (name, created, objects, bytes) "
                 "VALUES (?, ?, 0, 0)",
@@ -100,13 +103,14 @@ class ObjectOps(RegistryBase):
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
         metadata_text = self._check_record(record)
 
         async def body(tx: Tx) -> ObjectRecord:
             return await self._commit_in_tx(
                 tx, record, metadata_text, if_match=if_match, if_none_match=if_none_match,
-                also_remove=[], reason="overwrite",
+                also_remove=[], reason="overwrite", create_bucket=create_bucket,
             )
 
         try:
@@ -261,6 +265,22 @@ class ObjectOps(RegistryBase):
             ]
 
         return await self.store.read(body)
+
+    async def create_bucket(self, bucket: str) -> bool:
+        """Create an empty bucket (S3 CreateBucket); False when it already existed."""
+        check_bucket(bucket)
+
+        async def body(tx: Tx) -> bool:
+            if await self._bucket_exists(tx, bucket):
+                return False
+            await tx.execute(
+                f"{self._dialect.insert_ignore} INTO buckets (name, created, objects, bytes) "
+                "VALUES (?, ?, 0, 0)",
+                (bucket, time.time()),
+            )
+            return True
+
+        return await self.store.write(body)
 
     async def delete_bucket(self, bucket: str) -> None:
         check_bucket(bucket)

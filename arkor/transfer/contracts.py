@@ -75,11 +75,13 @@ class Registry(Protocol):
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
         """Atomically make `record` the current version of (bucket, key), creating the bucket if
-        needed. `if_match`: the current ETag must equal it; `if_none_match`: there must be no
-        current object (PreconditionFailed otherwise; the new fragments are then queued for
-        reclaim by the registry). The replaced version's fragments are queued for reclaim.
+        needed (`create_bucket=False`: NotFound no_such_bucket instead, as S3 wants). `if_match`:
+        the current ETag must equal it; `if_none_match`: there must be no current object
+        (PreconditionFailed otherwise; the new fragments are then queued for reclaim by the
+        registry). The replaced version's fragments are queued for reclaim.
         Returns the record as stored (version and times filled in)."""
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord:
@@ -103,6 +105,9 @@ class Registry(Protocol):
     async def list_buckets(self) -> list[BucketInfo]:
         ...
 
+    async def create_bucket(self, bucket: str) -> bool:
+        """Create an empty bucket (S3 CreateBucket); False when it already existed."""
+
     async def delete_bucket(self, bucket: str) -> None:
         """Conflict (bucket_not_empty) unless empty; NotFound (no_such_bucket)."""
 
@@ -125,11 +130,18 @@ class Registry(Protocol):
         ...
 
     async def complete_multipart(
-        self, upload_id: str, parts: list[tuple[int, str]], *, etag: str
+        self,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        etag: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> ObjectRecord:
         """Commit the listed (part_number, etag) parts, in order, as one object atomically;
         fragments of unlisted parts are queued for reclaim. Unprocessable (invalid_part) when a
-        part is missing or its ETag differs."""
+        part is missing or its ETag differs. `if_match` / `if_none_match` as for commit_object.
+        The object's part sizes are kept in its `PARTS_META` metadata (model.part_layout)."""
 
     async def abort_multipart(self, upload_id: str) -> None:
         """Drop the upload and queue all its parts' fragments for reclaim."""

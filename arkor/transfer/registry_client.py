@@ -133,8 +133,11 @@ class HttpRegistry:
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
+        create_bucket: bool = True,
     ) -> ObjectRecord:
         body = {"record": record.to_json(), "if_match": if_match, "if_none_match": if_none_match}
+        if not create_bucket:
+            body["create_bucket"] = False
         data = await self._call("PUT", object_path(record.bucket, record.key), body=body)
         return ObjectRecord.from_json(data)
 
@@ -162,6 +165,10 @@ class HttpRegistry:
     async def list_buckets(self) -> list[BucketInfo]:
         data = await self._call("GET", f"{PREFIX}/buckets")
         return [BucketInfo.from_json(b) for b in data["buckets"]]
+
+    async def create_bucket(self, bucket: str) -> bool:
+        data = await self._call("PUT", f"{PREFIX}/buckets/{quote(bucket, safe='')}")
+        return bool(data["created"])
 
     async def delete_bucket(self, bucket: str) -> None:
         await self._call("DELETE", f"{PREFIX}/buckets/{quote(bucket, safe='')}")
@@ -191,9 +198,17 @@ class HttpRegistry:
         return [PartInfo.from_json(p) for p in data["parts"]]
 
     async def complete_multipart(
-        self, upload_id: str, parts: list[tuple[int, str]], *, etag: str
+        self,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        etag: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> ObjectRecord:
-        body = {"parts": [[int(n), str(e)] for n, e in parts], "etag": etag}
+        body: dict[str, Any] = {"parts": [[int(n), str(e)] for n, e in parts], "etag": etag}
+        if if_match is not None or if_none_match:
+            body.update(if_match=if_match, if_none_match=if_none_match)
         path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}/complete"
         return ObjectRecord.from_json(await self._call("POST", path, body=body))
 

@@ -293,7 +293,8 @@ async def test_multipart_complete_and_abort(service: RegistryService) -> None:
     with pytest.raises(Unprocessable):
         await service.complete_multipart(upload.upload_id, [(3, "p3"), (1, "p1")], etag="x-2")
     record = await service.complete_multipart(upload.upload_id, [(1, '"p1"'), (3, "p3")], etag="x-2")
-    assert record.size == 16 and record.content_type == "text/plain" and record.metadata == {"a": "1"}
+    assert record.size == 16 and record.content_type == "text/plain"
+    assert record.metadata == {"a": "1", ":parts": "8*2"}  # user metadata + the part layout
     assert record.fragments == parts[1].fragments + parts[3].fragments
     assert (await service.get_object("mp", "big.bin")).etag == "x-2"
     # The unlisted part's needles are reclaimed, the listed ones are not.

@@ -1,0 +1,199 @@
+"""The S3 listener: a raw-ASGI app that addresses (path or virtual-hosted style), authenticates,
+routes by method + query sub-resource to one operation, and answers every error as S3 XML with
+`RequestId` equal to the `x-amz-request-id` header.
+
+Lives here: addressing, routing, error rendering, `serve_s3`. Not here: the operations (one module
+per group), protocol logic (sigv4, chunked, checksums, xmlutil). Bodies stream exactly as on the
+v1 listener (`request_lifecycle`: a nursery per request, bounded drain of a body answered early).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from arkor.config import Config
+from arkor.errors import ArkorError
+from arkor.object.app import ObjectContext, request_lifecycle
+from arkor.object.s3 import buckets, copy, listing, misc, multipart, objects
+from arkor.object.s3.access import authenticate
+from arkor.object.s3.context import XML_TYPE, S3Call, S3Context, to_s3_error
+from arkor.object.s3.errors import S3Error, error_xml
+from arkor.web.asgi import (
+    ASGIApp,
+    ClientDisconnected,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    decoded,
+    make_request,
+    send_response,
+)
+from arkor.web.serve import serve_app
+
+log = logging.getLogger(__name__)
+
+Operation = Callable[[S3Context, S3Call], Awaitable[Response]]
+
+# Sub-resources S3 has and Arkor does not implement: 501 NotImplemented, never a wrong success.
+UNSUPPORTED_BUCKET = frozenset({
+    "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
+    "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
+    "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment", "tagging",
+    "website",
+})
+UNSUPPORTED_OBJECT = frozenset({
+    "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
+})
+
+
+def _not_implemented(what: str) -> Operation:
+    async def op(ctx: S3Context, call: S3Call) -> Response:
+        raise S3Error("NotImplemented", f"{what} is not implemented by Arkor", 501)
+
+    return op
+
+
+def route(method: str, bucket: str, key: str, query: dict[str, str],
+          headers: dict[str, str]) -> Operation:
+    """The operation for a request (S3 dispatches on method, path shape and sub-resources)."""
+    if not bucket:
+        if method in ("GET", "HEAD"):
+            return buckets.list_buckets
+        return _not_implemented(f"{method} on the service")
+    if not key:
+        for name in UNSUPPORTED_BUCKET:
+            if name in query:
+                return _not_implemented(f"the bucket sub-resource ?{name}")
+        if method == "GET":
+            if "location" in query:
+                return buckets.get_location
+            if "acl" in query:
+                return misc.get_acl
+            if "versioning" in query:
+                return misc.get_versioning
+            if "uploads" in query:
+                return multipart.list_uploads
+            if "versions" in query:
+                return listing.list_versions
+            if query.get("list-type") == "2":
+                return listing.list_v2
+            return listing.list_v1
+        if method == "HEAD":
+            return buckets.head_bucket
+        if method == "PUT":
+            if "acl" in query:
+                return misc.put_acl
+            if "versioning" in query:
+                return _not_implemented("bucket versioning")
+            return buckets.create_bucket
+        if method == "DELETE":
+            return buckets.delete_bucket
+        if method == "POST" and "delete" in query:
+            return misc.delete_objects
+        return _not_implemented(f"{method} on a bucket")
+    for name in UNSUPPORTED_OBJECT:
+        if name in query:
+            return _not_implemented(f"the object sub-resource ?{name}")
+    if method == "PUT":
+        if "acl" in query:
+            return misc.put_acl
+        if "uploadId" in query:
+            if "x-amz-copy-source" in headers:
+                return copy.upload_part_copy
+            return multipart.upload_part
+        if "x-amz-copy-source" in headers:
+            return copy.copy_object
+        return objects.put_object
+    if method in ("GET", "HEAD"):
+        if "uploadId" in query:
+            return multipart.list_parts
+        if "acl" in query:
+            return misc.get_acl
+        return objects.get_object
+    if method == "DELETE":
+        if "uploadId" in query:
+            return multipart.abort
+        return objects.delete_object
+    if method == "POST":
+        if "uploads" in query:
+            return multipart.create
+        if "uploadId" in query:
+            return multipart.complete
+    return _not_implemented(f"{method} on an object")
+
+
+def address(request: Request, domain: str) -> tuple[str, str]:
+    """(bucket, key) from the percent-encoded path, or from the Host for virtual-hosted style."""
+    raw = request.raw_path
+    if not raw.startswith("/"):
+        raise S3Error("InvalidURI", "the request path must start with /", 400)
+    try:
+        path = decoded(raw[1:])
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI", "the path is not valid UTF-8 once decoded", 400) from None
+    if domain:
+        host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
+        suffix = "." + domain.lower()
+        if host.endswith(suffix) and len(host) > len(suffix):
+            return host[: -len(suffix)], path
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+class S3App:
+    """The ASGI callable of the S3 listener."""
+
+    def __init__(self, ctx: S3Context) -> None:
+        self.ctx = ctx
+        self.region = ctx.config.s3.region
+        self.domain = ctx.config.s3.domain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = make_request(scope, receive)
+        request_id = secrets.token_hex(8).upper()
+        resource = request.raw_path
+        try:
+            bucket, key = address(request, self.domain)
+            resource = f"/{bucket}/{key}" if key else f"/{bucket}"
+            principal, identity = authenticate(self.ctx.auth, request, self.region)
+            operation = route(request.method, bucket, key, request.query, request.headers)
+            call = S3Call(request, bucket, key, principal, request_id, identity)
+            response = await operation(self.ctx, call)
+        except ClientDisconnected:
+            return
+        except S3Error as exc:
+            response = error_response(exc, resource, request_id)
+        except ArkorError as exc:
+            response = error_response(to_s3_error(exc), resource, request_id)
+        except Exception:
+            log.exception("S3 %s %s failed (request %s)", request.method, request.raw_path, request_id)
+            exc = S3Error("InternalError", "internal server error", 500)
+            response = error_response(exc, resource, request_id)
+        response.headers.append(("x-amz-request-id", request_id))
+        await send_response(send, response, head=request.method == "HEAD")
+
+
+def error_response(exc: S3Error, resource: str, request_id: str) -> Response:
+    body = error_xml(exc, resource=resource, request_id=request_id)
+    headers = [("content-type", XML_TYPE), *exc.headers.items()]
+    return Response(status=exc.status, headers=headers, body=body)
+
+
+def build_s3_app(ctx: ObjectContext) -> ASGIApp:
+    s3ctx = S3Context(config=ctx.config, service=ctx.service, registry=ctx.registry, auth=ctx.auth)
+    return request_lifecycle(S3App(s3ctx), ctx.body_timeout)
+
+
+async def serve_s3(config: Config, ctx: ObjectContext, bind: str, *,
+                   task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the S3 API on `bind` (``host:port`` or ``fd://N``) until cancelled."""
+    await serve_app(build_s3_app(ctx), config.http, bind, task_status=task_status)
