@@ -54,9 +54,26 @@ class ArkorProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        self.overrides = overrides or []
+        self.overrides = list(overrides or [])
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self.s3_port = self._s3_port() if role in ("object", "allinone") else None
+
+    def _s3_port(self) -> int | None:
+        """The S3 listener's port: as configured, else a free one (never the shared default,
+        which parallel test processes would fight over); None when S3 is off."""
+        raw = yaml.safe_load(self.config_path.read_text()) or {}
+        s3 = raw.get("s3") or {}
+        for item in self.overrides:
+            name, _, value = item.partition("=")
+            if name.startswith("s3."):
+                s3[name[3:]] = yaml.safe_load(value)
+        if s3.get("enabled") is False:
+            return None
+        if "port" not in s3:
+            self.overrides.append(f"s3.port={free_port()}")
+            return int(self.overrides[-1].partition("=")[2])
+        return int(s3["port"])
 
     @property
     def pid(self) -> int | None:

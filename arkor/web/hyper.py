@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from http import HTTPStatus
 from itertools import chain
 from typing import Any
 
@@ -81,6 +82,13 @@ class _ContinueApp:
         await self.app(scope, continue_receive, tracking_send, *rest)
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
 class StrictH11Protocol(H11Protocol):
     """h11 with the framing checks of RFC 9112 and a late `100 Continue` (module docstring)."""
 
@@ -92,6 +100,15 @@ class StrictH11Protocol(H11Protocol):
     def waiting_for_continue(self) -> bool:
         connection = self.connection
         return isinstance(connection, h11.Connection) and connection.they_are_waiting_for_100_continue
+
+    async def _send_h11_event(self, event: Any) -> None:
+        # A status line needs its reason phrase for botocore: it reads a final answer to
+        # `Expect: 100-continue` (an error, or an empty body) only as "HTTP/1.1 200 OK", and
+        # hypercorn sends "HTTP/1.1 200 " (aws-cli and boto3 then fail with ConnectionClosedError).
+        if isinstance(event, (h11.Response, h11.InformationalResponse)) and not event.reason:
+            event = type(event)(status_code=event.status_code, headers=list(event.headers),
+                                reason=_reason(event.status_code))
+        await super()._send_h11_event(event)
 
     async def send_continue(self) -> None:
         await self._send_h11_event(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.object.cluster import start_allinone
-from tests.procs import ArkorProcess, free_port
+from tests.procs import ArkorProcess
 
 ACCESS_KEY = "AKIAARKORTEST000001"
 SECRET_KEY = "arkor-test-secret-key-0123456789abcdef"
@@ -32,14 +32,12 @@ class S3Server:
 
 
 def start_s3(tmp: Path, **sections: dict[str, Any]) -> S3Server:
-    port = free_port()
-    sections.setdefault("s3", {}).update({"port": port})
     sections.setdefault("auth", {}).setdefault(
         "users", [{"name": "tester", "accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]
     )
     sections.setdefault("object", {}).setdefault("fragmentSize", "1MiB")
     proc = start_allinone(tmp, **sections)
-    return S3Server(proc, f"http://127.0.0.1:{port}")
+    return S3Server(proc, f"http://127.0.0.1:{proc.s3_port}")
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,18 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.s3.conftest import REGION, S3Server
+from tests.s3.conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
 
-def s3client(server: S3Server, **config: Any) -> Any:
+def s3client(server: S3Server, *, anonymous: bool = False, **config: Any) -> Any:
+    """boto3 with the current release's defaults (CRC32 checksums, aws-chunked trailers)."""
+    config.setdefault("retries", {"max_attempts": 1})
+    if anonymous:
+        config["signature_version"] = UNSIGNED
     return boto3.client(
         "s3", endpoint_url=server.s3_url, region_name=REGION,
-        config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"},
-                      request_checksum_calculation="when_required",
-                      retries={"max_attempts": 1}, **config),
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}, **config),
     )
 
 
@@ -166,3 +169,10 @@ def test_git_lfs_bucket_is_read_only(s3: Any) -> None:
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket="git-lfs", Key="x", Body=b"x")
     assert code_of(exc) == "AccessDenied"
+
+
+def test_anonymous_loopback_in_dev_mode(s3server: S3Server) -> None:
+    anon = s3client(s3server, anonymous=True, request_checksum_calculation="when_required")
+    anon.create_bucket(Bucket="anon")
+    anon.put_object(Bucket="anon", Key="k", Body=b"unsigned")
+    assert anon.get_object(Bucket="anon", Key="k")["Body"].read() == b"unsigned"

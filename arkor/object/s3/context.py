@@ -171,7 +171,7 @@ _CODES: dict[str, tuple[str, int]] = {
     "invalid_part_order": ("InvalidPartOrder", 400),
     "invalid_part_number": ("InvalidArgument", 400),
     "bad_digest": ("BadDigest", 400),
-    "checksum_mismatch": ("BadDigest", 400),
+    "checksum_mismatch": ("XAmzContentSHA256Mismatch", 400),
     "length_required": ("MissingContentLength", 411),
     "method_not_allowed": ("MethodNotAllowed", 405),
     "forbidden": ("AccessDenied", 403),

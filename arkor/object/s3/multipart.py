@@ -65,7 +65,8 @@ async def upload_part(ctx: S3Context, call: S3Call) -> Response:
     number = part_number(call)
     body = UploadBody(ctx, call)
     part = await ctx.service.upload_part(
-        call.bucket, call.key, call.query["uploadId"], number, body.stream(), size=body.size
+        call.bucket, call.key, call.query["uploadId"], number, body.stream(), size=body.size,
+        content_md5=body.content_md5,
     )
     return Response(status=200, headers=[("etag", quoted(part.etag)), *body.checksum_headers()])
 

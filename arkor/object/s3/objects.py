@@ -16,7 +16,7 @@ from arkor.model import PARTS_META, ObjectRecord, parse_part_layout
 from arkor.object.http import NotModified, check_read_conditions, parse_range
 from arkor.object.s3.buckets import check_canned_acl
 from arkor.object.s3.checksums import UploadChecksums
-from arkor.object.s3.chunked import AwsChunkedDecoder
+from arkor.object.s3.chunked import decoder_for
 from arkor.object.s3.context import (
     CHECKSUM_META,
     S3Call,
@@ -29,8 +29,6 @@ from arkor.object.s3.context import (
 from arkor.object.s3.errors import S3Error
 from arkor.web.asgi import Response
 
-STREAMING = "STREAMING-"
-SIGNED_STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 # aws-chunked framing adds a few dozen bytes per chunk: allow for it on top of the object limit.
 FRAMING_ALLOWANCE = 1 / 64
 OVERRIDES = {
@@ -44,7 +42,10 @@ OVERRIDES = {
 
 
 class UploadBody:
-    """The payload of an S3 upload: decoded, checksummed and verified as it streams."""
+    """The payload of an S3 upload: decoded, checksummed and verified as it streams.
+
+    Content-MD5 is left to the transfer engine (it computes the MD5 for the ETag anyway):
+    `content_md5` is handed to the object service, which refuses a mismatch before committing."""
 
     def __init__(self, ctx: S3Context, call: S3Call, *,
                  record_checksums: dict[str, str] | None = None) -> None:
@@ -52,22 +53,13 @@ class UploadBody:
         service builds the object's record from it only after the body is consumed)."""
         headers = call.headers
         self.record_checksums = record_checksums
-        self.checks = UploadChecksums.from_headers(headers)
+        self.checks = UploadChecksums.from_headers(headers, md5=False)
+        self.content_md5 = self.checks.content_md5
         self.verified: dict[str, str] = {}
-        mode = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        self.decoder: AwsChunkedDecoder | None = None
+        self.decoder = decoder_for(headers, call.identity)
         declared = call.request.content_length
-        if mode.startswith(STREAMING):
-            raw_length = headers.get("x-amz-decoded-content-length", "")
-            if not raw_length.strip().isdigit():
-                raise S3Error("MissingContentLength", "aws-chunked bodies need "
-                              "x-amz-decoded-content-length", 411)
-            self.size: int | None = int(raw_length)
-            signed = mode.startswith(SIGNED_STREAMING)
-            if signed and call.identity is None:
-                raise S3Error("InvalidRequest", f"{mode} needs a SigV4-signed request", 400)
-            self.decoder = AwsChunkedDecoder(identity=call.identity, signed=signed,
-                                             decoded_length=self.size)
+        if self.decoder is not None:
+            self.size: int | None = int(headers["x-amz-decoded-content-length"].strip())
             limit = ctx.max_object + int(ctx.max_object * FRAMING_ALLOWANCE) + 65536
         else:
             if declared is None and "chunked" not in headers.get("transfer-encoding", "").lower():
@@ -81,8 +73,10 @@ class UploadBody:
 
     async def stream(self) -> AsyncIterator[bytes]:
         source: Any = self._raw if self.decoder is None else self.decoder.decode(self._raw)
+        active = self.checks.active
         async for chunk in source:
-            self.checks.update(chunk)
+            if active:
+                self.checks.update(chunk)
             yield chunk
         trailers = self.decoder.trailers if self.decoder is not None else {}
         self.verified = self.checks.verify(trailers)
@@ -112,6 +106,7 @@ async def put_object(ctx: S3Context, call: S3Call) -> Response:
     record = await ctx.service.put(
         call.bucket, call.key, upload.stream(),
         size=upload.size,
+        content_md5=upload.content_md5,
         content_type=call.headers.get("content-type", "binary/octet-stream"),
         metadata=metadata,
         if_match=if_match,
