@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import trio
 
 from arkor.config import Config
 from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired
 from arkor.model import ObjectRecord
-from arkor.names import InvalidObjectName, check_bucket, check_object_key
+from arkor.names import InvalidBucketName, InvalidObjectName, check_bucket, check_object_key
 from arkor.object.auth import Authenticator
 from arkor.object.http import (
     NotModified,
@@ -34,7 +35,7 @@ from arkor.object.lfs.storage import LFS_BUCKET
 from arkor.object.service import ObjectService
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import REQUEST_NURSERY
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
+from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter
 from arkor.web.metrics import instrument
 from arkor.web.semantics import loads_json, parse_uint
 
@@ -87,18 +88,21 @@ def _check_writable_bucket(bucket: str) -> None:
 
 
 def _names(request: Request) -> tuple[str, str]:
-    bucket, key = request.params["bucket"], request.params["key"]
-    if "\ufffd" in key or "\ufffd" in bucket:
-        # hypercorn decodes the path with errors="replace": %FF and %FE both became U+FFFD.
-        _strict_utf8(request.raw_path)
-    return check_bucket(bucket), check_object_key(key)
+    """Bucket and key from the raw path: hypercorn's decoded path turns ``%2F`` into a separator
+    (``/v1/a%2Fb/k`` would be bucket ``a``) and invalid UTF-8 into U+FFFD (``%FF`` = ``%FE``)."""
+    parts = request.raw_path.split("/", 3)  # "", "v1", bucket, key
+    if len(parts) < 4 or not parts[3]:
+        raise InvalidBucketName(f"bucket name {parts[2][:80]!r} is not allowed")
+    raw_bucket, raw_key = parts[2], parts[3]
+    bucket = check_bucket(_strict_utf8(raw_bucket) if "%" in raw_bucket else raw_bucket)
+    return bucket, check_object_key(_strict_utf8(raw_key) if "%" in raw_key else raw_key)
 
 
 def _strict_utf8(raw: str) -> str:
     """Percent-decode `raw`; 400 invalid_object_name when the bytes are not UTF-8."""
     try:
-        return decoded(raw)
-    except UnicodeDecodeError:
+        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
         raise InvalidObjectName("object name must be valid UTF-8 once percent-decoded") from None
 
 

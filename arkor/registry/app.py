@@ -46,7 +46,7 @@ def _parse(build: Callable[[Any], Any], raw: Any) -> Any:
         if not isinstance(raw, dict):
             raise TypeError("expected a JSON object")
         return build(raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise BadRequest(f"invalid request body: {type(exc).__name__}: {exc}",
                          code="invalid_request") from None
 

@@ -136,3 +136,21 @@ def test_invalid_utf8_object_names_are_refused(roles: Roles, http: httpx.Client)
     assert http.put(roles.object + "/v1/utf/%EF%BF%BD", content=b"ok").status_code == 201
     listing = http.get(roles.object + "/v1/utf").json()
     assert [o["key"] for o in listing["objects"]] == ["\ufffd"]
+
+
+def test_encoded_slash_in_a_bucket_name_is_refused(roles: Roles, http: httpx.Client) -> None:
+    """`/v1/a%2Fb/k` used to be stored as bucket `a`, key `b/k` (the decoded path was split)."""
+    assert_error(http.put(roles.object + "/v1/sl%2Fash/k", content=b"x"), 400, "invalid_bucket_name")
+    assert_error(http.get(roles.object + "/v1/sl%2Fash/k"), 400, "invalid_bucket_name")
+    assert http.get(roles.object + "/v1/sl").status_code == 404  # nothing stored under bucket "sl"
+    # In a key, %2F is a slash like any other (keys may contain '/').
+    assert http.put(roles.object + "/v1/sl/a%2Fb", content=b"x").status_code == 201
+    assert http.get(roles.object + "/v1/sl/a/b").content == b"x"
+
+
+def test_registry_numbers_out_of_range_are_400(roles: Roles, http: httpx.Client) -> None:
+    """A JSON number that overflows an int (1e999 is a float infinity) is a 400, not a 500."""
+    for path, body in (("/internal/v1/leases", b'{"count": 1e999}'),
+                       ("/internal/v1/heartbeat", b'{"server_id": "x", "url": "http://h", "group": 1e999}')):
+        response = http.post(roles.registry + path, headers=signed("POST", path), content=body)
+        assert_error(response, 400, "invalid_request")
