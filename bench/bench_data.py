@@ -38,8 +38,9 @@ import trio
 from arkor.checksum import crc32c
 from arkor.config import parse_size
 from arkor.data import needle as nd
+from arkor.data.idxfile import IDX_HEADER, IDX_MAGIC, Record, idx_path
 from arkor.data.store import NeedleStore
-from arkor.data.volume import IDX_HEADER, IDX_MAGIC, Record, dat_path, idx_path
+from arkor.data.volume import dat_path
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, effective_secret, sign
 from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx

@@ -32,7 +32,7 @@ class LocalReplica:
         return await self.store.get(fid, offset, length)
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:
-        meta = self.store.head(fid)
+        meta = self.store.lookup(fid)
         return NeedleInfo(fid=str(fid), size=meta.size, crc32c=meta.crc32c, timestamp=float(meta.timestamp))
 
     async def delete_needle(self, fid: FileID) -> None:

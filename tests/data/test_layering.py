@@ -29,3 +29,12 @@ def test_engines_import_nothing_from_the_web_or_the_data_server_role() -> None:
                 offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
     assert not offenders, offenders
 
+
+
+def test_engine_modules_are_small_and_open_with_a_charter() -> None:
+    for path in sorted((ROOT / "data").rglob("*.py")) + sorted((ROOT / "dataserver").rglob("*.py")):
+        text = path.read_text()
+        if not text.strip():
+            continue
+        assert text.count("\n") <= 500, f"{path.name} has {text.count(chr(10))} lines"
+        assert ast.get_docstring(ast.parse(text)), f"{path.name} has no charter docstring"
