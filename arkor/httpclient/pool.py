@@ -45,13 +45,19 @@ READ_SIZE = 256 * 1024
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds for: opening a connection (TCP and TLS), each read (the first byte of the answer
-    and every later one), each write, and waiting for a free connection slot."""
+    """Seconds for: opening a connection (TCP and TLS), each read of a body (the idle gap), each
+    write, waiting for a free connection slot, and the answer's head after the request was sent
+    (`first_byte`; the read timeout when not given)."""
 
     connect: float
     read: float
     write: float
     pool: float
+    first_byte: float | None = None
+
+    @property
+    def head(self) -> float:
+        return self.read if self.first_byte is None else self.first_byte
 
     @classmethod
     def of(cls, value: Any) -> Timeouts:
@@ -270,7 +276,7 @@ class LeanClient:
             if len(conn.buf) > MAX_HEAD:
                 raise ProtocolError("response head too large")
             try:
-                data = await self._receive(conn, url, timeouts.read)
+                data = await self._receive(conn, url, timeouts.head)
             except httpx.ReadError:
                 if first:
                     raise _StaleConnection() from None

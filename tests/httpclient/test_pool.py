@@ -144,3 +144,17 @@ async def test_cancelled_request_closes_its_connection_and_the_pool_is_bounded(
                 await client.request("GET", hyper_url + "/", timeout=Timeouts(1, 1, 1, 0.2))
             inner.cancel_scope.cancel()
         assert (await client.request("GET", hyper_url + "/ok")).status_code == 201
+
+
+async def test_first_byte_and_idle_read_timeouts_are_separate(nursery: trio.Nursery) -> None:
+    async def slow_head_then_trickle(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        await trio.sleep(0.4)  # over a 0.2 s idle timeout, under the 1 s first-byte one
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        await trio.sleep(0.6)  # over the idle timeout inside the body
+        await stream.send_all(b"cd")
+
+    url = await raw_server(nursery, slow_head_then_trickle)
+    async with LeanClient() as client:
+        with pytest.raises(httpx.ReadTimeout, match="0.2 s"):
+            await client.request("GET", url + "/", timeout=Timeouts(1, 0.2, 1, 1, first_byte=1.0))
