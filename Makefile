@@ -13,11 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# git-lfs drives the Git LFS tests; install Debian's package when it is missing.
+# git-lfs drives the Git LFS tests, rclone, restic and s3cmd the S3 client tests (tests/s3):
+# install Debian's packages when missing.
 system-deps:
-	@command -v git-lfs >/dev/null 2>&1 || { \
+	@missing=""; for tool in git-lfs rclone restic s3cmd; do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq git-lfs >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
 run: $(STAMP)
 	$(BIN)/arkor allinone --config $(CONFIG)
