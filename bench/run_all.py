@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ["bench_data", "bench_registry", "bench_object", "bench_sdk", "bench_lfs", "bench_chaos"]
+BENCHMARKS = ["bench_data", "bench_registry", "bench_object", "bench_sdk", "bench_lfs", "bench_s3",
+              "bench_chaos"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
