@@ -19,6 +19,7 @@ from tests.procs import ArkorProcess
 ACCESS_KEY = "AKIAARKORTEST000001"
 SECRET_KEY = "arkor-test-secret-key-0123456789abcdef"
 REGION = "us-east-1"
+VHOST_DOMAIN = "s3.arkor.test"  # virtual-hosted style: Host: <bucket>.s3.arkor.test
 
 
 @dataclass
@@ -36,6 +37,7 @@ def start_s3(tmp: Path, **sections: dict[str, Any]) -> S3Server:
         "users", [{"name": "tester", "accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]
     )
     sections.setdefault("object", {}).setdefault("fragmentSize", "1MiB")
+    sections.setdefault("s3", {}).setdefault("domain", VHOST_DOMAIN)
     proc = start_allinone(tmp, **sections)
     return S3Server(proc, f"http://127.0.0.1:{proc.s3_port}")
 

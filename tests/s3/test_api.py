@@ -14,7 +14,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.s3.conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.s3.conftest import ACCESS_KEY, REGION, SECRET_KEY, VHOST_DOMAIN, S3Server
 
 
 def s3client(server: S3Server, *, anonymous: bool = False, **config: Any) -> Any:
@@ -176,3 +176,28 @@ def test_anonymous_loopback_in_dev_mode(s3server: S3Server) -> None:
     anon.create_bucket(Bucket="anon")
     anon.put_object(Bucket="anon", Key="k", Body=b"unsigned")
     assert anon.get_object(Bucket="anon", Key="k")["Body"].read() == b"unsigned"
+
+
+def test_virtual_hosted_style(s3: Any, s3server: S3Server) -> None:
+    s3.create_bucket(Bucket="vhost")
+    port = s3server.s3_url.rsplit(":", 1)[1]
+    host = {"host": f"vhost.{VHOST_DOMAIN}:{port}"}
+    put = httpx.put(f"{s3server.s3_url}/dir/key.txt", content=b"virtual", headers=host)
+    assert put.status_code == 200, put.text
+    assert s3.get_object(Bucket="vhost", Key="dir/key.txt")["Body"].read() == b"virtual"
+    listing = httpx.get(f"{s3server.s3_url}/?list-type=2", headers=host)
+    assert b"<Key>dir/key.txt</Key>" in listing.content
+    signed = boto3.client("s3", endpoint_url=f"http://{VHOST_DOMAIN}:{port}", region_name=REGION,
+                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                          config=Config(s3={"addressing_style": "virtual"}, proxies={}))
+    signed.meta.events.register("before-send", _to_loopback)
+    assert signed.get_object(Bucket="vhost", Key="dir/key.txt")["Body"].read() == b"virtual"
+
+
+def _to_loopback(request: Any, **_: Any) -> None:
+    """Send a virtual-hosted request to 127.0.0.1, keeping its (signed) Host header."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    split = urlsplit(request.url)
+    request.headers["host"] = split.netloc
+    request.url = urlunsplit(split._replace(netloc=f"127.0.0.1:{split.port}"))

@@ -45,8 +45,8 @@ Operation = Callable[[S3Context, S3Call], Awaitable[Response]]
 UNSUPPORTED_BUCKET = frozenset({
     "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
     "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
-    "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment", "tagging",
-    "website",
+    "metadataTable", "policy", "policyStatus", "publicAccessBlock", "replication",
+    "requestPayment", "session", "tagging", "website",
 })
 UNSUPPORTED_OBJECT = frozenset({
     "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
