@@ -211,6 +211,13 @@ class ObjectConfig:
     # A write waits this long for a writable data group (a group resyncing after a restart)
     # before 503 with Retry-After.
     writableWait: Duration = Duration(10.0)
+    # Upload guards (arkor/object/guards.py): buffered upload bytes per process (over it: 503
+    # slow_down before the body is read; 0: no limit); a body must average bodyMinRate bytes/s once
+    # bodyRateGrace has passed (0: no minimum) and be complete within bodyDeadline (0: none).
+    uploadBufferBudget: Size = Size(256 * 1024**2)
+    bodyMinRate: Size = Size(1024)
+    bodyRateGrace: Duration = Duration(30.0)
+    bodyDeadline: Duration = Duration(0.0)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from arkor.config import Config
 from arkor.errors import ArkorError, BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
 from arkor.model import ObjectRecord, PartInfo
 from arkor.names import check_bucket, check_object_key
+from arkor.object.guards import UploadBudget, paced, tune_malloc
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import TransferEngine, UploadResult
 from arkor.transfer.placement import ReplicaFactory
@@ -58,6 +59,11 @@ class ObjectService:
             writable_wait=float(oc.writableWait),
         )
         self.max_object_size = int(oc.maxObjectSize)
+        self.budget = UploadBudget(int(oc.uploadBufferBudget), int(oc.fragmentSize))
+        self.min_rate = float(oc.bodyMinRate)
+        self.rate_grace = float(oc.bodyRateGrace)
+        self.body_deadline = float(oc.bodyDeadline)
+        tune_malloc()
 
     # --- writes ---------------------------------------------------------------------------------
     async def _upload(
@@ -71,7 +77,10 @@ class ObjectService:
         """Upload and check length and digests; on a mismatch the fragments are discarded."""
         if size is not None and size > self.max_object_size:
             raise PayloadTooLarge(f"object of {size} bytes exceeds the limit of {self.max_object_size}")
-        result = await self.engine.upload(body, want_sha256=sha256 is not None)
+        with self.budget.reserve(size):  # 503 slow_down before any body byte is read
+            body = paced(body, min_rate=self.min_rate, grace=self.rate_grace,
+                         deadline=self.body_deadline)
+            result = await self.engine.upload(body, want_sha256=sha256 is not None)
         problem: ArkorError | None = None
         if size is not None and result.size != size:
             problem = BadRequest(

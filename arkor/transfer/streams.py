@@ -16,19 +16,24 @@ async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
     if size <= 0:
         raise ValueError("fragment size must be positive")
     buf = bytearray()
-    async for chunk in source:
-        if not chunk:
-            continue
-        if not buf and len(chunk) == size:
-            yield bytes(chunk)  # already exactly one fragment: no copy into the buffer
-            continue
-        buf += chunk
-        while len(buf) >= size:
-            piece = bytes(buf[:size])
-            del buf[:size]
-            yield piece
-    if buf:
-        yield bytes(buf)
+    try:
+        async for chunk in source:
+            if not chunk:
+                continue
+            if not buf and len(chunk) == size:
+                yield bytes(chunk)  # already exactly one fragment: no copy into the buffer
+                continue
+            buf += chunk
+            while len(buf) >= size:
+                piece = bytes(buf[:size])
+                del buf[:size]
+                yield piece
+        if buf:
+            yield bytes(buf)
+    finally:
+        # Free the partial fragment now: a failed upload's traceback keeps this frame (and a
+        # full buffer) alive until the cyclic GC runs, which kept stalled uploads' memory.
+        buf.clear()
 
 
 async def iter_bytes(data: bytes, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:
