@@ -308,3 +308,38 @@ def test_decoder_for_chooses_by_payload_mode() -> None:
         with pytest.raises(S3Error) as info:
             decoder_for({"x-amz-decoded-content-length": bad}, identity)
         assert info.value.code == "InvalidArgument"
+
+
+def test_random_corruption_is_refused_or_harmless() -> None:
+    """Seeded mutations of a signed body: either an S3Error, or (a tolerated framing change) exactly
+    the original payload; never another exception, never other data. Unsigned bodies: S3Error only."""
+    identity = trailer_identity()
+    chunks = [bytes(range(256)) * 40, b"tail" * 10]
+    payload = b"".join(chunks)
+    good = encode_signed(identity, chunks, [("x-amz-checksum-crc32", "AAAAAA==")])
+    plain = (b"2800\r\n" + chunks[0] + b"\r\n28\r\n" + chunks[1]
+             + b"\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n")
+    rng = random.Random(99)
+    alphabet = b"0123456789abcdefxyz;=:\r\n \x00\xff"
+    for round_ in range(1500):
+        signed_body = round_ % 2 == 0
+        body = bytearray(good if signed_body else plain)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(body))
+            op = rng.random()
+            if op < 0.5:
+                body[pos] = rng.choice(alphabet)
+            elif op < 0.75:
+                del body[pos]
+            else:
+                body.insert(pos, rng.choice(alphabet))
+        decoder = (AwsChunkedDecoder(identity=identity, signed=True, decoded_length=len(payload))
+                   if signed_body else unsigned(len(payload)))
+        cut = rng.randrange(1, len(body))
+        try:
+            out = decode(decoder, [bytes(body[:cut]), bytes(body[cut:])])
+        except S3Error as exc:
+            assert exc.status in (400, 403)
+            continue
+        if signed_body:
+            assert out == payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -111,3 +112,21 @@ def test_error_document() -> None:
     assert err.status == 404 and err.headers == {"x-a": "1"}
     own = S3Error("NoSuchUpload", "gone", 404, resource="/b/k?uploadId=1")
     assert b"<Resource>/b/k?uploadId=1</Resource>" in error_xml(own, resource="/b/k", request_id="r")
+
+
+def test_random_bytes_and_mutations_only_raise_malformed_xml() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        body = bytearray(DELETE)
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(body))
+            body[pos : pos + 1] = bytes([rng.randrange(256)]) * rng.randint(0, 3)
+        try:
+            parse_xml(bytes(body), max_bytes=10_000)
+        except S3Error as exc:
+            assert (exc.code, exc.status) == ("MalformedXML", 400)
+    for _ in range(300):
+        try:
+            parse_xml(rng.randbytes(rng.randint(1, 300)), max_bytes=10_000)
+        except S3Error as exc:
+            assert exc.code == "MalformedXML"
