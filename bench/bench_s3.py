@@ -9,7 +9,9 @@ the client programs' own cost (aws-cli is Python) can be told apart from the ser
 - large: `aws s3 cp` of one `--big` file up and down (aws-cli: multipart from 8 MiB, SigV4, CRC32
   checksums) beside `curl -T` / `curl -o` of the same file through the v1 API;
 - small: `rclone copy` of `--small` files of 4 KiB up and down (S3, SigV4) beside the same files
-  PUT and GET through the v1 API by httpx at rclone's concurrency (--transfers).
+  PUT and GET through the v1 API by httpx at rclone's concurrency (--transfers). rclone HEADs every
+  object after its PUT unless `--no-head` (rclone --s3-no-head): two requests per object against
+  v1's one, so run both ways to tell the client's habits from the server's cost.
 Prints a Markdown table and the S3/v1 cost ratios against the issue-12 goals: S3 costs at most 10 %
 more than v1 for large objects and 25 % more for small ones.
 """
@@ -153,6 +155,8 @@ def small(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
         path.write_bytes(os.urandom(4096))
         files.append(path)
     rclone = ["rclone", "--transfers", str(args.transfers), "--s3-no-check-bucket", "--retries", "1"]
+    if args.no_head:
+        rclone.append("--s3-no-head")
     out: dict[str, dict[str, float]] = {}
     out["small PUT s3"] = timed(pid, lambda: run([*rclone, "copy", str(src), f"arkor:{BUCKET}/small"], env))
     down = work / "small.down"
@@ -170,7 +174,8 @@ def small(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
 def report(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
     print(f"machine: {machine()}")
     print(f"large: {args.big / MB:,.0f} MB, aws-cli {BIN / 'aws'} vs curl; small: {args.small} x 4 KiB, "
-          f"rclone (--transfers {args.transfers}) vs httpx at the same concurrency")
+          f"rclone (--transfers {args.transfers}{' --s3-no-head' if args.no_head else ''}) vs httpx at the "
+          "same concurrency")
     print()
     print("| measure | API | wall s | rate | server CPU s |")
     print("|---|---|---|---|---|")
@@ -216,6 +221,8 @@ def cli() -> None:
     parser.add_argument("--big", type=parse_size, default=1024**3)
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--transfers", type=int, default=4, help="rclone --transfers (v1: as many tasks)")
+    parser.add_argument("--no-head", action="store_true",
+                        help="rclone --s3-no-head: no HEAD after each PUT (one request per object, as v1)")
     parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
     main(parser.parse_args())
 
