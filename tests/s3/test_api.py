@@ -95,6 +95,9 @@ def test_put_get_head_delete(s3: Any) -> None:
     over = s3.get_object(Bucket="objs", Key="dir/file.bin", ResponseContentType="text/plain",
                          ResponseContentDisposition="attachment")
     assert over["ContentType"] == "text/plain" and over["ContentDisposition"] == "attachment"
+    with pytest.raises(ClientError) as exc:  # not representable in a header: 400, not 500
+        s3.get_object(Bucket="objs", Key="dir/file.bin", ResponseContentDisposition="naïve\u2603")
+    assert code_of(exc) == "InvalidArgument"
     s3.delete_object(Bucket="objs", Key="dir/file.bin")
     s3.delete_object(Bucket="objs", Key="dir/file.bin")  # deleting an absent key succeeds
     with pytest.raises(ClientError) as exc:

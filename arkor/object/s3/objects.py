@@ -103,6 +103,9 @@ async def put_object(ctx: S3Context, call: S3Call) -> Response:
     metadata.update(stored_headers(call.headers))
     if_match, if_none_match = write_conditions(call)
     upload = UploadBody(ctx, call, record_checksums=metadata)
+    if upload.size is None or upload.size > ctx.config.object.fragmentSize:
+        # A large body to a missing bucket: say so before it is sent (the commit checks again).
+        await ctx.registry.list_objects(call.bucket, limit=1)
     record = await ctx.service.put(
         call.bucket, call.key, upload.stream(),
         size=upload.size,
@@ -147,6 +150,9 @@ async def get_object(ctx: S3Context, call: S3Call) -> Response:
     headers = object_headers(record, checksums=checksum_mode and whole)
     headers += extra
     overrides = {OVERRIDES[k]: v for k, v in call.query.items() if k in OVERRIDES}
+    for name, value in overrides.items():
+        if not value.isprintable() or not value.isascii():
+            raise S3Error("InvalidArgument", f"response-{name} must be printable ASCII", 400)
     if overrides:
         headers = [(k, v) for k, v in headers if k not in overrides] + list(overrides.items())
     length = end - start + 1 if record.size else 0
