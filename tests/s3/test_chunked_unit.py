@@ -304,6 +304,16 @@ def test_decoder_for_chooses_by_payload_mode() -> None:
     with pytest.raises(S3Error) as info:
         decoder_for({}, identity)
     assert (info.value.code, info.value.status) == ("MissingContentLength", 411)
+    # a presigned request signs UNSIGNED-PAYLOAD: aws-chunked framing is still decoded, never stored
+    presigned = SigV4Identity(identity.access_key, identity.signing_key, identity.scope, identity.amz_date,
+                              identity.seed_signature, "UNSIGNED-PAYLOAD", True)
+    decoder = decoder_for(anon, presigned)
+    assert decoder is not None and decode(decoder, [b"5\r\nhello\r\n0\r\n\r\n"]) == b"hello"
+    assert decoder_for({"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}, presigned) is None
+    with pytest.raises(S3Error) as info:
+        decoder_for({"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                     "x-amz-decoded-content-length": "1"}, presigned)
+    assert info.value.code == "InvalidRequest"
     for bad in ("-1", "x", "", "1" * 30, "١٢"):
         with pytest.raises(S3Error) as info:
             decoder_for({"x-amz-decoded-content-length": bad}, identity)

@@ -242,10 +242,14 @@ def decoder_for(
 ) -> AwsChunkedDecoder | None:
     """The decoder a request's body needs, or None for a plain body.
 
-    Chooses by x-amz-content-sha256 (the signed value when the request is signed); S3Error when a
-    signed stream comes without header authentication or without x-amz-decoded-content-length.
+    Chooses by x-amz-content-sha256 (the signed value under header authentication, else the header
+    as sent, so aws-chunked framing is never taken for data); S3Error when a signed stream comes
+    without header authentication or without x-amz-decoded-content-length.
     """
-    mode = identity.payload_hash if identity is not None else headers.get("x-amz-content-sha256", "")
+    if identity is not None and not identity.presigned:
+        mode = identity.payload_hash
+    else:  # anonymous, or presigned (whose signed payload hash is UNSIGNED-PAYLOAD): as declared
+        mode = headers.get("x-amz-content-sha256", "")
     if mode in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
         if identity is None or identity.presigned:
             raise S3Error("InvalidRequest", f"{mode} needs a request signed in the Authorization "
