@@ -81,6 +81,9 @@ def format_report(report: dict[str, Any]) -> str:
                            f"{repair.get('needles_copied', 0):,} copied, "
                            f"{repair.get('corrupt_replaced', 0):,} corrupt replaced, "
                            f"{repair.get('errors', 0)} errors")
+                if repair.get("needles_lost"):
+                    shown = ", ".join(repair.get("lost", [])[:5])
+                    detail += f"; {repair['needles_lost']:,} needles LOST ({shown})"
             lines.append(f"  {s['server_id']} {s['url']} [{s['state']}] {detail}")
     return "\n".join(lines)
 

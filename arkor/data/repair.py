@@ -1,7 +1,7 @@
 """Self-repair of a data server from the other replicas of its group (anti-entropy, pull model).
 
 Every data server repairs itself: it pages through its own key listing and its peers' listings
-(``GET /needles``, signed, tombstones included) in key order, a bounded window at a time, and
+(signed, tombstones included) in key order, a bounded window at a time, and
 - copies a needle it lacks from a peer that has it (original file ID, so key and cookie; the
   CRC32C from the listing is verified while writing, and the peer verified it before sending);
 - applies tombstones: a key deleted on any replica is deleted here too, and a live copy elsewhere
@@ -12,32 +12,36 @@ calls it "repairing" and its group is not writable. The flag clears after a pass
 with every peer the registry does not consider down. Later passes run every `interval` to catch
 anything missed (a peer that was down, a write in flight during a crash), without the flag.
 
-Bad copies (any read of the store failing its checks: a GET, the scrubber; the store reports them
-through its corruption hook) are queued on a bounded channel and replaced by a fresh copy from a
-peer whose copy verifies.
-Copies are throttled to data.repairRate bytes per second so foreground traffic keeps working.
+Bad copies: the store reports every read that finds a needle corrupt (a GET, the scrubber) to its
+corruption hook; the repairer schedules the needle and replaces it with a fresh copy from a peer
+whose copy verifies. Attempts are bounded and back off (a needle corrupt on every replica must not
+make the replicas re-queue each other forever): after `LOST_AFTER` failed attempts the needle is
+reported lost (``GET /repair``, `arkor admin status`, the ``arkor_needles_lost`` gauge) and only
+retried every `RETRY_MAX` seconds, in case a good copy turns up. Logs stay quiet: one line per
+needle (replaced, or lost), never one per attempt. Copies are throttled to data.repairRate bytes
+per second so foreground traffic keeps working.
+
+Peers are reached through the same replica client as the object server's (`HttpReplica`, handed
+in as a factory), so this module knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
-import httpx
 import trio
 
 from arkor.data.index import Entry
 from arkor.data.store import NeedleStore
-from arkor.errors import ArkorError, Conflict, CorruptNeedle, NotFound, ServiceUnavailable, from_response
+from arkor.errors import ArkorError, Conflict, CorruptNeedle, NotFound
 from arkor.fileid import FileID
-from arkor.metrics import REPAIR_BYTES, REPAIR_NEEDLES, REPAIR_PENDING, REPLICA_UP
-from arkor.model import GroupInfo, ServerInfo
-from arkor.security import SIGNATURE_HEADER, sign
+from arkor.metrics import NEEDLES_LOST, REPAIR_BYTES, REPAIR_NEEDLES, REPAIR_PENDING, REPLICA_UP
+from arkor.model import GroupInfo, NeedleInfo, ServerInfo
 from arkor.transfer.contracts import Registry
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,23 @@ PAGE = 1000
 # Needles younger than this are left alone by a pass: they may still be in flight from an object
 # server (copying them would race the engine's own write and fail it with a Conflict).
 MIN_AGE = 15.0
-SUSPECT_QUEUE = 256
+RETRY_BASE = 0.5  # seconds before the first retry of a corrupt needle; doubles on each failure
+RETRY_MAX = 600.0  # the backoff's cap: how often a lost needle is still tried
+LOST_AFTER = 4  # failed replacement attempts (over about 4 s) before a needle is reported lost
+SUSPECTS_MAX = 4096  # corrupt needles tracked at once; more are left for the scrubber to find again
+LOST_LISTED = 100  # lost file IDs shown in the progress (all are counted)
+
+
+class Peer(Protocol):
+    """What repair needs of a replica client (`arkor.transfer.data_client.HttpReplica`)."""
+
+    url: str
+
+    async def list_page(self, after: int, limit: int = ...) -> tuple[list[dict[str, Any]], int | None]: ...
+
+    def stream_needle(
+        self, fid: FileID
+    ) -> AbstractAsyncContextManager[tuple[NeedleInfo, AsyncIterator[bytes]]]: ...
 
 
 class Throttle:
@@ -69,7 +89,7 @@ class RepairProgress:
     """What `GET /repair` and `arkor admin` show."""
 
     repair_needed: bool = True
-    state: str = "starting"  # starting | syncing | idle | waiting-for-registry
+    state: str = "starting"  # starting | syncing | idle | waiting | waiting-for-registry
     passes: int = 0
     last_pass_started: float = 0.0
     last_pass_finished: float = 0.0
@@ -80,6 +100,9 @@ class RepairProgress:
     bytes_copied: int = 0
     tombstones_applied: int = 0
     corrupt_replaced: int = 0
+    corrupt_pending: int = 0  # corrupt needles here still scheduled for replacement (lost included)
+    needles_lost: int = 0  # corrupt here, and no replica supplied a good copy after bounded retries
+    lost: list[str] = field(default_factory=list)  # their file IDs (the first LOST_LISTED)
     pending_estimate: int = 0
     errors: int = 0
     last_error: str = ""
@@ -88,12 +111,15 @@ class RepairProgress:
         return asdict(self)
 
 
-def _fid(group: int, raw: dict[str, Any]) -> FileID:
-    return FileID(group, int(raw["key"], 16), int(raw["cookie"]))
+@dataclass
+class _Suspect:
+    attempts: int = 0
+    due: float = 0.0
+    lost: bool = False
 
 
 class Repairer:
-    """Owns the repair loop of one data server; `run` lives in the server's nursery."""
+    """Owns the repair loops of one data server; `run` lives in the server's nursery."""
 
     def __init__(
         self,
@@ -103,62 +129,53 @@ class Repairer:
         server_id: str,
         url: Callable[[], str],
         registry: Registry | None,
-        secret: bytes,
+        replica: Callable[[str], Peer],
         rate: float,
         interval: float = 30.0,
         min_age: float = MIN_AGE,
-        verify: ssl.SSLContext | bool = True,
     ) -> None:
-        self._verify = verify  # for https peers: http.caFile or the system CAs
         self.store = store
         self.group = group
         self.server_id = server_id
         self._url = url
         self.registry = registry
-        self.secret = secret
+        self._replica = replica
         self.throttle = Throttle(rate)
         self.interval = max(float(interval), 0.5)
         self.min_age = min_age
         self.progress = RepairProgress()
         self.first_pass_done = trio.Event()
         self._wake = trio.Event()
-        self._suspects_send, self._suspects_recv = trio.open_memory_channel[FileID](SUSPECT_QUEUE)
+        self._suspects: dict[FileID, _Suspect] = {}
+        self._suspect_wake = trio.Event()
         self._peers: list[ServerInfo] = []
         self._peers_at = 0.0
-        self._client: httpx.AsyncClient | None = None
+        self._failed_passes = 0
         self._label = store.label
-        self._queued: set[FileID] = set()
         store.on_corruption(self.report_corrupt)
 
-    # --- hooks for the app and the scrubber -----------------------------------------------------
+    # --- hooks ---------------------------------------------------------------------------------
 
     def report_corrupt(self, fid: FileID) -> None:
-        """A read or the scrubber found `fid` corrupt here: replace it soon (dropped when the
-        queue is full: the scrubber finds it again)."""
-        if fid in self._queued:
+        """The store found `fid` corrupt here: schedule its replacement (the store's corruption
+        hook). A needle already scheduled keeps its backoff: peers reading our bad copy while
+        we read theirs must not reset it. Dropped when SUSPECTS_MAX are tracked."""
+        if fid in self._suspects or len(self._suspects) >= SUSPECTS_MAX:
             return
-        try:
-            self._suspects_send.send_nowait(fid)
-        except trio.WouldBlock:
-            return
-        self._queued.add(fid)
+        self._suspects[fid] = _Suspect(due=time.monotonic())
+        self.progress.corrupt_pending = len(self._suspects)
+        self._suspect_wake.set()
 
     def trigger(self) -> None:
         """Start a pass now instead of at the next interval."""
         self._wake.set()
 
-    # --- main loop -----------------------------------------------------------------------------
+    # --- main loops ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(
-            verify=self._verify,
-            timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
-        ) as client:
-            self._client = client
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._suspect_loop)
-                await self._pass_loop()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._suspect_loop)
+            await self._pass_loop()
 
     async def _pass_loop(self) -> None:
         if self.registry is None:  # standalone: nobody to repair from
@@ -177,16 +194,25 @@ class Repairer:
                 self.progress.repair_needed = False
             if complete:
                 self.first_pass_done.set()
+                self._failed_passes = 0
+            else:
+                self._failed_passes += 1
+                if self._failed_passes & (self._failed_passes - 1) == 0:  # 1st, 2nd, 4th, 8th...
+                    log.warning("repair pass incomplete (%d in a row): %s", self._failed_passes,
+                                self.progress.last_error)
             self.progress.state = "idle" if complete else "waiting"
-            wait = self.interval if complete else min(self.interval, 2.0)
+            # an incomplete pass is retried soon, backing off a little: 2, 4, then every 8 s
+            backoff = 2.0 * 2 ** min(self._failed_passes - 1, 2)
+            wait = self.interval if complete else min(self.interval, backoff)
             with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
 
     def _error(self, message: str) -> None:
+        """Count an error and keep it for the progress; logging is the caller's (once per needle
+        or per run of failed passes, never per attempt)."""
         self.progress.errors += 1
         self.progress.last_error = message[:500]
-        log.warning("%s", message)
 
     async def peers(self, *, max_age: float = 5.0) -> list[ServerInfo]:
         """The other members of this group as the registry sees them (briefly cached)."""
@@ -243,14 +269,14 @@ class Repairer:
                 bound = local[-1].key
             for url in list(active):
                 try:
-                    page, full = await self._list_page(url, after)
+                    page, next_after = await self._replica(url).list_page(after, PAGE)
                 except ArkorError as exc:
                     self._error(f"listing {url} failed: {exc}")
                     active.remove(url)
                     ok = False
                     continue
                 pages[url] = page
-                if full:
+                if next_after is not None:
                     last = int(page[-1]["key"], 16)
                     bound = last if bound is None else min(bound, last)
             done = bound is None
@@ -269,22 +295,6 @@ class Repairer:
             if done:
                 return ok
             after = upto
-
-    async def _list_page(self, url: str, after: int) -> tuple[list[dict[str, Any]], bool]:
-        assert self._client is not None
-        base = url.rstrip("/")
-        path = urlsplit(base).path + "/needles"
-        params = {"after": f"{after:x}", "limit": str(PAGE)}
-        try:
-            response = await self._client.get(
-                base + "/needles", params=params, headers={SIGNATURE_HEADER: sign(self.secret, "GET", path)}
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 400:
-            raise _error(response)
-        body = response.json()
-        return body["needles"], body.get("next_after") is not None
 
     async def _reconcile(
         self, key: int, local: Entry | None, remote: dict[str, dict[str, Any]], cutoff: float
@@ -307,33 +317,31 @@ class Repairer:
         holders = [(url, r) for url, r in remote.items() if float(r["timestamp"]) < cutoff]
         if not holders:
             return True  # too young: maybe still being written by an object server
-        return await self._copy(FileID(self.group, key, int(holders[0][1]["cookie"])),
-                                int(holders[0][1]["size"]), int(holders[0][1]["crc32c"]),
-                                [url for url, _ in holders], replace=False)
+        fid = FileID(self.group, key, int(holders[0][1]["cookie"]))
+        error = await self._copy(fid, int(holders[0][1]["size"]), int(holders[0][1]["crc32c"]),
+                                 [url for url, _ in holders], replace=False)
+        if error:
+            self._error(error)
+        return not error
 
-    async def _copy(self, fid: FileID, size: int, crc: int, urls: list[str], *, replace: bool) -> bool:
-        """Stream the needle from the first peer that serves a verified copy."""
-        assert self._client is not None
+    async def _copy(self, fid: FileID, size: int, crc: int, urls: list[str], *, replace: bool) -> str:
+        """Stream the needle from the first peer that serves a verified copy; "" when done (or
+        nothing left to do), else what went wrong with the last peer tried."""
+        error = f"no peer to copy {fid} from"
         for url in urls:
-            base = url.rstrip("/")
             try:
-                async with self._client.stream("GET", f"{base}/needles/{fid}") as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise _error(response)
-                    if int(response.headers.get("x-arkor-crc32c", crc)) != crc:
+                async with self._replica(url).stream_needle(fid) as (info, chunks):
+                    if info.crc32c != crc:
                         raise CorruptNeedle(f"{url} holds other content for {fid}")
-                    chunks = self._throttled(response.aiter_raw())
+                    body = self._throttled(chunks)
                     if replace:
-                        await self.store.rewrite(fid, chunks, size, crc)
-                    else:
-                        created = await self.store.put(fid, chunks, size, crc)
-                        if not created:
-                            return True
+                        await self.store.rewrite(fid, body, size, crc)
+                    elif not await self.store.put(fid, body, size, crc):
+                        return ""
             except Conflict:
-                return True  # deleted or written meanwhile: nothing to copy
-            except (ArkorError, httpx.HTTPError) as exc:
-                self._error(f"copying {fid} from {url} failed: {exc!r}")
+                return ""  # deleted or written meanwhile: nothing to copy
+            except ArkorError as exc:
+                error = f"copying {fid} from {url} failed: {exc!r}"
                 continue
             self.progress.needles_copied += 1
             self.progress.bytes_copied += size
@@ -342,8 +350,8 @@ class Repairer:
             if self.progress.pending_estimate:
                 self.progress.pending_estimate -= 1
                 REPAIR_PENDING.labels(self._label).set(self.progress.pending_estimate)
-            return True
-        return False
+            return ""
+        return error
 
     async def _throttled(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -353,38 +361,67 @@ class Repairer:
     # --- bad copies ----------------------------------------------------------------------------
 
     async def _suspect_loop(self) -> None:
-        async for fid in self._suspects_recv:
-            try:
-                await self.replace_if_corrupt(fid)
-            except Exception as exc:  # noqa: BLE001 - one bad needle must not stop the loop
-                self._error(f"replacing corrupt {fid} failed: {exc!r}")
-            finally:
-                self._queued.discard(fid)
+        """Replace scheduled corrupt needles when due; sleeps until the next one is due."""
+        while True:
+            now = time.monotonic()
+            for fid in [f for f, s in self._suspects.items() if s.due <= now]:
+                await self._attempt(fid)
+            next_due = min((s.due for s in self._suspects.values()), default=None)
+            wait = RETRY_MAX if next_due is None else max(next_due - time.monotonic(), 0.0)
+            with trio.move_on_after(wait):
+                await self._suspect_wake.wait()
+            self._suspect_wake = trio.Event()
 
-    async def replace_if_corrupt(self, fid: FileID) -> bool:
-        """Verify the local copy; when it is bad, rewrite it from a peer. True when replaced."""
+    async def _attempt(self, fid: FileID) -> None:
+        suspect = self._suspects[fid]
         try:
-            _entry, chunks, close = await self.store.open_stream(fid, 0, 0)
+            outcome, error = await self.replace_if_corrupt(fid)
+        except Exception as exc:  # noqa: BLE001 - one bad needle must not stop the loop
+            outcome, error = "failed", f"replacing corrupt {fid} failed: {exc!r}"
+        if outcome != "failed":
+            del self._suspects[fid]
+            if suspect.lost:
+                self._set_lost(fid, False)
+                log.warning("needle %s, reported lost, is whole again (%s)", fid, outcome)
+            elif outcome == "replaced":
+                log.warning("corrupt copy of %s replaced from a peer", fid)
+            self.progress.corrupt_pending = len(self._suspects)
+            return
+        self._error(error)
+        suspect.attempts += 1
+        suspect.due = time.monotonic() + min(RETRY_BASE * 2 ** (suspect.attempts - 1), RETRY_MAX)
+        if suspect.attempts >= LOST_AFTER and not suspect.lost:
+            suspect.lost = True
+            self._set_lost(fid, True)
+            log.error("needle %s is LOST: corrupt here and no replica supplied a good copy in %d "
+                      "attempts (last: %s); retrying every %.0f s at most", fid, suspect.attempts,
+                      error, RETRY_MAX)
+
+    def _set_lost(self, fid: FileID, lost: bool) -> None:
+        p = self.progress
+        p.needles_lost += 1 if lost else -1
+        if lost and len(p.lost) < LOST_LISTED:
+            p.lost.append(str(fid))
+        elif not lost and str(fid) in p.lost:
+            p.lost.remove(str(fid))
+        NEEDLES_LOST.labels(self._label).set(p.needles_lost)
+
+    async def replace_if_corrupt(self, fid: FileID) -> tuple[str, str]:
+        """Verify the local copy; when it is bad, rewrite it from a peer. Returns (outcome, error):
+        "replaced", "fine" (verifies now), "gone" (deleted meanwhile) or "failed" with why."""
+        try:
+            _entry, _chunks, close = await self.store.open_stream(fid, 0, 0)
         except NotFound:
-            return False
+            return "gone", ""
         except CorruptNeedle:
-            pass
+            pass  # (the store reported it again: ignored, it is scheduled already)
         else:
             await close()
-            return False
+            return "fine", ""
         entry = self.store.lookup(fid)
         urls = [s.url for s in await self.peers() if s.state != "down"]
-        if await self._copy(fid, entry.size, entry.crc32c, urls, replace=True):
-            self.progress.corrupt_replaced += 1
-            log.warning("corrupt copy of %s replaced from a peer", fid)
-            return True
-        self._error(f"no peer could supply a good copy of {fid}")
-        return False
-
-
-def _error(response: httpx.Response) -> ArkorError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return from_response(response.status_code, body)
+        error = await self._copy(fid, entry.size, entry.crc32c, urls, replace=True)
+        if error:
+            return "failed", error
+        self.progress.corrupt_replaced += 1
+        return "replaced", ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import httpx
 import trio
 
 from arkor.config import Config, DataConfig
@@ -26,12 +27,14 @@ from arkor.dataserver.app import ServerState, build_app, with_repair_routes
 from arkor.model import ServerInfo
 from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry
+from arkor.transfer.data_client import HttpReplica
 from arkor.transfer.registry_client import HttpRegistry
 from arkor.web.serve import client_verify, serve_app, url_scheme
 
 log = logging.getLogger(__name__)
 
 SERVER_ID_FILE = "server_id"
+PEER_TIMEOUT = 60.0  # seconds, per request phase, for repair's calls to the other replicas
 
 
 @dataclass
@@ -127,16 +130,22 @@ async def serve_data_server(
     state: ServerState | None = None
     try:
         server_id = await trio.to_thread.run_sync(load_server_id, directory)
-        app, state = build_app(config, data, store, server_id)
+        app, serving = build_app(config, data, store, server_id)
+        state = serving
+        # Repair reaches its peers with the object server's replica client (one data-server client)
+        peer_client = httpx.AsyncClient(
+            verify=client_verify(config.http), timeout=httpx.Timeout(PEER_TIMEOUT, connect=5.0),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
         repairer = Repairer(
-            store, group=data.group, server_id=server_id, url=lambda: state.url, registry=registry,
-            secret=state.secret, rate=float(data.repairRate), interval=float(data.repairInterval),
-            verify=client_verify(config.http),
+            store, group=data.group, server_id=server_id, url=lambda: serving.url, registry=registry,
+            replica=lambda url: HttpReplica(url, serving.secret, peer_client, PEER_TIMEOUT),
+            rate=float(data.repairRate), interval=float(data.repairInterval),
         )
         scrubber = Scrubber(store, group=data.group, rate=float(data.scrubRate),
                             pause=float(data.repairInterval))
         app = with_repair_routes(app, repairer)
-        async with trio.open_nursery() as nursery:
+        async with peer_client, trio.open_nursery() as nursery:
             await nursery.start(partial(serve_app, app, config.http, f"{data.host}:{data.port}"))
             url = (data.advertiseUrl or f"{url_scheme(config.http)}://{data.host}:{data.port}").rstrip("/")
             state.url = url
@@ -161,8 +170,6 @@ async def serve_data_server(
 
 
 async def run(config: Config) -> None:
-    import httpx
-
     data = config.data
     secret = effective_secret(config.cluster.secret)
     async with httpx.AsyncClient(verify=client_verify(config.http),

@@ -9,6 +9,8 @@ a CorruptNeedle here too, never data.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -96,20 +98,46 @@ class HttpReplica:
     async def list_needles(self) -> AsyncIterator[NeedleInfo]:
         """Every live needle, in key order, from the signed repair listing (GET /needles): what
         the registry's orphan sweep compares with the metadata DB. Tombstones are left out."""
-        path = f"{self._prefix}/needles"
-        after = "0"
-        while True:
-            response = await self._request(
-                "GET", path, params={"after": after, "limit": "1000"}, headers=self._signed("GET", path)
-            )
-            body = response.json()
-            for raw in body["needles"]:
+        after: int | None = 0
+        while after is not None:
+            page, after = await self.list_page(after)
+            for raw in page:
                 if not raw["deleted"]:
                     yield NeedleInfo(fid=raw["fid"], size=int(raw["size"]), crc32c=int(raw["crc32c"]),
                                      timestamp=float(raw["timestamp"]))
-            after = body.get("next_after")
-            if after is None:
-                return
+
+    async def list_page(self, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the signed listing, tombstones included (what repair compares): the entries
+        as the server sends them (fid, key in hex, cookie, size, crc32c, timestamp, deleted) and
+        the key to continue after, None after the last page."""
+        path = f"{self._prefix}/needles"
+        params = {"after": f"{after:x}", "limit": str(limit)}
+        response = await self._request("GET", path, params=params, headers=self._signed("GET", path))
+        body = response.json()
+        next_after = body.get("next_after")
+        return body["needles"], None if next_after is None else int(next_after, 16)
+
+    @asynccontextmanager
+    async def stream_needle(self, fid: FileID) -> AsyncIterator[tuple[NeedleInfo, AsyncIterator[bytes]]]:
+        """The whole needle as a stream of chunks (memory stays bounded whatever its size), with
+        its size and CRC32C from the answer's headers: the server verified the needle before the
+        first byte, and the receiver checks the CRC32C as it writes (repair copies this way)."""
+        path = self._path(fid)
+        try:
+            async with self.client.stream(
+                "GET", self.url + path[len(self._prefix):], timeout=self.timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error(response)
+                info = NeedleInfo(fid=str(fid), size=int(response.headers["x-arkor-size"]),
+                                  crc32c=int(response.headers[CRC_HEADER]),
+                                  timestamp=float(response.headers.get("x-arkor-timestamp", "0")))
+                yield info, response.aiter_raw()
+        except httpx.TimeoutException as exc:
+            raise ServiceUnavailable(f"{self.url}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
 
 
 def _error(response: httpx.Response) -> ArkorError:
