@@ -167,6 +167,8 @@ class MultipartOps(RegistryBase):
                 size += part.size
             layout = part_layout([stored[n].size for n, _ in parts])
             metadata = {**upload.metadata, PARTS_META: layout} if layout else upload.metadata
+            if len(json.dumps(metadata, separators=(",", ":")).encode()) > self.max_metadata_bytes:
+                metadata = upload.metadata  # the layout is a convenience: never fail for it
             record = ObjectRecord(
                 bucket=upload.bucket, key=upload.key, size=size, etag=etag,
                 content_type=upload.content_type, metadata=metadata, fragments=fragments,
