@@ -218,6 +218,9 @@ class ObjectConfig:
     bodyMinRate: Size = Size(1024)
     bodyRateGrace: Duration = Duration(30.0)
     bodyDeadline: Duration = Duration(0.0)
+    # A multipart upload idle this long (no part stored) is aborted by the registry's reaper and
+    # its parts reclaimed; 0: never.
+    multipartExpiry: Duration = Duration(7 * 86400.0)
 
 
 @dataclass

@@ -167,6 +167,7 @@ async def _reap(
             service, service.kv, replica_factory or _http_replicas(config, client),
             interval=float(rc.reaperInterval), orphan_grace=float(rc.orphanGrace),
             needle_lister=http_needle_lister(config, client),
+            multipart_expiry=float(config.object.multipartExpiry),
         )
         await reaper.run()
 

@@ -195,6 +195,21 @@ class MultipartOps(RegistryBase):
 
         await self.store.write(body)
 
+    async def idle_multipart(self, before: float, limit: int) -> list[str]:
+        """Uploads created before `before` with no part stored since: never completed, and
+        what `object.multipartExpiry` lets the reaper abort."""
+
+        async def body(tx: Tx) -> list[str]:
+            rows = await tx.query(
+                "SELECT u.upload_id FROM uploads u WHERE u.created < ? AND NOT EXISTS "
+                "(SELECT 1 FROM parts p WHERE p.upload_id = u.upload_id AND p.modified >= ?) "
+                "LIMIT ?",
+                (before, before, limit),
+            )
+            return [str(r[0]) for r in rows]
+
+        return await self.store.read(body)
+
     async def list_multipart(self, bucket: str) -> list[MultipartUpload]:
         check_bucket(bucket)
 

@@ -6,6 +6,9 @@ succeeds and the queue is only emptied after a delete succeeded on every replica
 each needle is re-checked in the DB: only keys in state 'reclaimed' (no manifest or part references
 them, and no commit can ever reference them again) are deleted, so nothing committed is ever lost.
 
+Multipart uploads idle for `multipart_expiry` (created that long ago, no part stored since) are
+aborted: their parts' needles go through the same queue.
+
 The orphan sweep pages through each data server's needle listing and queues needles older than
 registry.orphanGrace whose key the DB has never seen: what an object server killed mid-upload left.
 """
@@ -19,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 
 import trio
 
+from arkor.errors import ArkorError
 from arkor.fileid import FileID
 from arkor.metrics import RECLAIM_BACKLOG, RECLAIMED
 from arkor.model import NeedleInfo, ServerInfo
@@ -46,6 +50,7 @@ class Reaper:
         batch: int = 256,
         concurrency: int = 16,
         op_timeout: float = 30.0,
+        multipart_expiry: float = 0.0,
     ) -> None:
         self.service = service
         self.kv = kv
@@ -56,6 +61,7 @@ class Reaper:
         self.batch = batch
         self.concurrency = concurrency
         self.op_timeout = op_timeout
+        self.multipart_expiry = multipart_expiry
         self._token = uuid.uuid4().hex.encode()
         self._last_sweep = time.monotonic()
 
@@ -71,6 +77,8 @@ class Reaper:
             while True:
                 try:
                     if await self._lead():
+                        if self.multipart_expiry > 0:
+                            await self.expire_multipart()
                         while await self.run_once() >= self.batch:
                             pass
                         if self.needle_lister is not None and (
@@ -132,6 +140,20 @@ class Reaper:
         await self.service.postpone_reclaims(failed, max(self.interval * 4, 5.0))
         RECLAIM_BACKLOG.set(await self.service.reclaim_backlog())
         return len(due)
+
+    async def expire_multipart(self) -> int:
+        """Abort idle multipart uploads (their needles join the reclaim queue); returns how many."""
+        expired = await self.service.idle_multipart(time.time() - self.multipart_expiry, self.batch)
+        aborted = 0
+        for upload_id in expired:
+            try:
+                await self.service.abort_multipart(upload_id)
+                aborted += 1
+            except ArkorError as exc:  # completed or aborted meanwhile
+                log.debug("expiry of upload %s skipped: %r", upload_id, exc)
+        if aborted:
+            log.info("expired %d multipart uploads idle for %.0f s", aborted, self.multipart_expiry)
+        return aborted
 
     async def sweep_orphans(self) -> int:
         """Queue old needles no commit ever referenced; returns how many were queued."""
