@@ -34,15 +34,16 @@ def metrics_body() -> bytes:
     return generate_latest()
 
 
-def instrument(app: ASGIApp, role: str) -> ASGIApp:
-    """Wrap `app`: record every HTTP request and serve ``GET /metrics``."""
+def instrument(app: ASGIApp, role: str, *, serve_metrics: bool = True) -> ASGIApp:
+    """Wrap `app`: record every HTTP request and serve ``GET /metrics`` (not with
+    `serve_metrics=False`: on the S3 listener `/metrics` is a bucket)."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         method = scope["method"]
-        if scope["path"] == "/metrics" and method in ("GET", "HEAD"):
+        if serve_metrics and scope["path"] == "/metrics" and method in ("GET", "HEAD"):
             body = metrics_body()
             await send(
                 {

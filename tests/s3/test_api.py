@@ -204,3 +204,10 @@ def _to_loopback(request: Any, **_: Any) -> None:
     split = urlsplit(request.url)
     request.headers["host"] = split.netloc
     request.url = urlunsplit(split._replace(netloc=f"127.0.0.1:{split.port}"))
+
+
+def test_s3_requests_are_counted_on_the_object_servers_metrics(s3: Any, s3server: S3Server) -> None:
+    s3.list_buckets()
+    metrics = httpx.get(f"{s3server.v1_url}/metrics").text
+    assert 'arkor_http_requests_total{method="GET",role="s3",status="200"}' in metrics
+    assert httpx.get(f"{s3server.s3_url}/metrics").headers["content-type"] == "application/xml"

@@ -35,6 +35,7 @@ from arkor.web.asgi import (
     make_request,
     send_response,
 )
+from arkor.web.metrics import instrument
 from arkor.web.serve import serve_app
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ def error_response(exc: S3Error, resource: str, request_id: str) -> Response:
 
 def build_s3_app(ctx: ObjectContext) -> ASGIApp:
     s3ctx = S3Context(config=ctx.config, service=ctx.service, registry=ctx.registry, auth=ctx.auth)
-    return request_lifecycle(S3App(s3ctx), ctx.body_timeout)
+    app = request_lifecycle(S3App(s3ctx), ctx.body_timeout)
+    return instrument(app, "s3", serve_metrics=False)  # counted as role "s3" on /metrics of v1
 
 
 async def serve_s3(config: Config, ctx: ObjectContext, bind: str, *,
