@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# git-lfs drives the Git LFS tests, rclone, restic and s3cmd the S3 client tests (tests/s3):
-# install Debian's packages when missing.
+# git-lfs drives the Git LFS tests, rclone, restic and s3cmd the S3 client tests (tests/s3), ip,
+# tc (iproute2) and iptables the net test bed (tests/net): install Debian's packages when missing.
 system-deps:
-	@missing=""; for tool in git-lfs rclone restic s3cmd; do \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in git-lfs:git-lfs rclone:rclone restic:restic s3cmd:s3cmd \
+	    ip:iproute2 tc:iproute2 iptables:iptables; do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
