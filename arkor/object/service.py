@@ -63,6 +63,7 @@ class ObjectService:
         self.min_rate = float(oc.bodyMinRate)
         self.rate_grace = float(oc.bodyRateGrace)
         self.body_deadline = float(oc.bodyDeadline)
+        self.body_timeout = float(oc.bodyTimeout)  # the per-chunk timeout of request bodies
         tune_malloc()
 
     # --- writes ---------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ class ObjectService:
             raise PayloadTooLarge(f"object of {size} bytes exceeds the limit of {self.max_object_size}")
         with self.budget.reserve(size):  # 503 slow_down before any body byte is read
             body = paced(body, min_rate=self.min_rate, grace=self.rate_grace,
-                         deadline=self.body_deadline)
+                         deadline=self.body_deadline, horizon=self.body_timeout)
             result = await self.engine.upload(body, want_sha256=sha256 is not None)
         problem: ArkorError | None = None
         if size is not None and result.size != size:

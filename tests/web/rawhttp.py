@@ -31,7 +31,7 @@ def exchange(port: int, *parts: bytes, timeout: float = 5.0, pause: float = 0.0)
                 sock.sendall(part)
             except OSError:
                 break
-        out = b""
+        out = bytearray()
         deadline = started + timeout
         closed = False
         while time.monotonic() < deadline:
@@ -47,4 +47,4 @@ def exchange(port: int, *parts: bytes, timeout: float = 5.0, pause: float = 0.0)
                 closed = True
                 break
             out += chunk
-    return Exchange(out, closed, time.monotonic() - started)
+    return Exchange(bytes(out), closed, time.monotonic() - started)

@@ -89,6 +89,11 @@ def test_pipelined_requests_are_answered(server: ArkorProcess) -> None:
     # The same, the second request arriving while the first is being answered.
     got = exchange(server.port, get, get + last, pause=0.05, timeout=10)
     assert got.statuses == [200, 200, 200] and got.closed, got
+    # Behind a streamed 900 KiB response (h11 pauses reading until it is sent).
+    big = b"b" * (900 * 1024)
+    assert httpx.put(server.url + "/v1/frame/big", content=big, timeout=30).status_code == 201
+    got = exchange(server.port, head("GET", "/v1/frame/big") + last, timeout=15)
+    assert got.statuses == [200, 200] and got.closed and big in got.data, got.statuses
 
 
 def test_pipelined_after_an_early_answer_is_answered_or_closed(server: ArkorProcess) -> None:

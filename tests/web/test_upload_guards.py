@@ -91,9 +91,11 @@ async def chunks(count: int, every: float, size: int = 1) -> AsyncIterator[bytes
 async def test_paced_rate_and_deadline() -> None:
     fast = [c async for c in paced(chunks(10, 0.01, 1000), min_rate=1000, grace=0.2, deadline=0)]
     assert len(fast) == 10
-    with pytest.raises(RequestTimeout, match="bodyMinRate"):
-        async for _ in paced(chunks(100, 0.1), min_rate=100, grace=0.3, deadline=0):
-            pass
+    for horizon in (0.0, 5.0):  # a cut-off nearer than the source's own timeout still applies
+        with pytest.raises(RequestTimeout, match="bodyMinRate"):
+            async for _ in paced(chunks(100, 0.1), min_rate=100, grace=0.3, deadline=0,
+                                 horizon=horizon):
+                pass
     with pytest.raises(RequestTimeout, match="bodyDeadline"):
         async for _ in paced(chunks(100, 0.05, 10_000), min_rate=0, grace=0, deadline=0.4):
             pass
