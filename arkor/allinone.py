@@ -77,6 +77,7 @@ class Node:
     config: Config  # the effective configuration (ports, directories)
     url: str  # the object server (API v1 and Git LFS)
     registry_url: str
+    s3_url: str  # the S3 API ("" when `s3.enabled` is false)
     registry: Any  # the in-process RegistryService (follows restarts)
     object_context: Any  # the object server's ObjectContext (follows restarts)
 
@@ -181,6 +182,7 @@ async def serve_node(
             task_status.started(Node(
                 config=cfg, url=f"{scheme}://{ac.host}:{ac.objectPort}",
                 registry_url=f"{scheme}://{ac.host}:{ac.registryPort}",
+                s3_url=f"{scheme}://{ac.host}:{cfg.s3.port}" if cfg.s3.enabled else "",
                 registry=registry, object_context=object_context,
             ))
 

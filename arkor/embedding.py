@@ -48,10 +48,12 @@ async def embedded(
     ac = config.allinone
     if data_dir is not None:
         ac = dataclasses.replace(ac, dataDir=str(data_dir))
+    s3 = config.s3
     if free_ports:
-        ports = [_free_port(ac.host) for _ in range(2 + len(ac.dataPorts))]
-        ac = dataclasses.replace(ac, objectPort=ports[0], registryPort=ports[1], dataPorts=ports[2:])
-    config = dataclasses.replace(config, allinone=ac)
+        ports = [_free_port(ac.host) for _ in range(3 + len(ac.dataPorts))]
+        ac = dataclasses.replace(ac, objectPort=ports[0], registryPort=ports[1], dataPorts=ports[3:])
+        s3 = dataclasses.replace(s3, port=ports[2])
+    config = dataclasses.replace(config, allinone=ac, s3=s3)
     async with trio.open_nursery() as nursery:
         node = await nursery.start(serve_node, config)
         try:

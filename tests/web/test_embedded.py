@@ -23,6 +23,7 @@ async def host_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def test_embedded_node_sdk_and_mounted_api(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with arkor.embedded(data_dir=tmp_path / "node") as node:
+            assert node.s3_url and node.s3_url != node.url
             async with node.client() as client:
                 await client.put("emb", "greeting.txt", b"hello from the SDK")
                 assert await client.get("emb", "greeting.txt") == b"hello from the SDK"
@@ -46,3 +47,5 @@ async def test_embedded_node_sdk_and_mounted_api(tmp_path: Path) -> None:
                 nursery.cancel_scope.cancel()
             async with httpx.AsyncClient(base_url=node.url) as http:
                 assert (await http.get("/v1/emb/mounted")).content == b"through the mount"
+                s3 = await http.get(node.s3_url + "/")  # the S3 listener answers (S3 XML)
+                assert s3.content.startswith(b"<?xml"), s3.text
