@@ -18,6 +18,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from arkor.data import needle as nd
 from arkor.data.commit import group_commit
 from arkor.data.fileops import pread_exact
@@ -57,7 +59,7 @@ async def compact(
 async def _compact_volume(store: NeedleStore, volume: Volume) -> dict[str, Any]:
     # sealed: no new reservation can start; wait (bounded by the body timeout) for writes in flight
     while volume.inflight:  # noqa: ASYNC110 - a counter, not a condition anyone signals
-        await store.sleep(0.01)
+        await trio.sleep(0.01)
     # One more sync through the group commit (its failure policy included): everything durable
     # and no index record pending for the offsets about to change.
     volume.write_gen += 1

@@ -15,10 +15,11 @@ anything missed (a peer that was down, a write in flight during a crash), withou
 Bad copies: the store reports every read that finds a needle corrupt (a GET, the scrubber) to its
 corruption hook; the repairer schedules the needle and replaces it with a fresh copy from a peer
 whose copy verifies. Attempts are bounded and back off (a needle corrupt on every replica must not
-make the replicas re-queue each other forever): after `LOST_AFTER` failed attempts the needle is
-reported lost (``GET /repair``, `arkor admin status`, the ``arkor_needles_lost`` gauge) and only
-retried every `RETRY_MAX` seconds, in case a good copy turns up. Logs stay quiet: one line per
-needle (replaced, or lost), never one per attempt. Copies are throttled to data.repairRate bytes
+make the replicas re-queue each other forever): after `LOST_AFTER` attempts in which peers
+answered but none had a good copy, the needle is reported lost (``GET /repair``, `arkor admin
+status`, the ``arkor_needles_lost`` gauge) and only retried every `RETRY_MAX` seconds, in case a
+good copy turns up. Logs stay quiet: one line per needle (replaced, or lost), never one per
+attempt. Copies are throttled to data.repairRate bytes
 per second so foreground traffic keeps working.
 
 Peers are reached through the same replica client as the object server's (`HttpReplica`, handed
@@ -38,7 +39,7 @@ import trio
 
 from arkor.data.index import Entry
 from arkor.data.store import NeedleStore
-from arkor.errors import ArkorError, Conflict, CorruptNeedle, NotFound
+from arkor.errors import ArkorError, Conflict, CorruptNeedle, NotFound, ServiceUnavailable
 from arkor.fileid import FileID
 from arkor.metrics import NEEDLES_LOST, REPAIR_BYTES, REPAIR_NEEDLES, REPAIR_PENDING, REPLICA_UP
 from arkor.model import GroupInfo, NeedleInfo, ServerInfo
@@ -113,7 +114,8 @@ class RepairProgress:
 
 @dataclass
 class _Suspect:
-    attempts: int = 0
+    attempts: int = 0  # failed attempts where some peer answered (they count towards "lost")
+    retries: int = 0  # every failed attempt (they set the backoff)
     due: float = 0.0
     lost: bool = False
 
@@ -318,16 +320,20 @@ class Repairer:
         if not holders:
             return True  # too young: maybe still being written by an object server
         fid = FileID(self.group, key, int(holders[0][1]["cookie"]))
-        error = await self._copy(fid, int(holders[0][1]["size"]), int(holders[0][1]["crc32c"]),
-                                 [url for url, _ in holders], replace=False)
+        error, _answered = await self._copy(fid, int(holders[0][1]["size"]), int(holders[0][1]["crc32c"]),
+                                            [url for url, _ in holders], replace=False)
         if error:
             self._error(error)
         return not error
 
-    async def _copy(self, fid: FileID, size: int, crc: int, urls: list[str], *, replace: bool) -> str:
-        """Stream the needle from the first peer that serves a verified copy; "" when done (or
-        nothing left to do), else what went wrong with the last peer tried."""
+    async def _copy(
+        self, fid: FileID, size: int, crc: int, urls: list[str], *, replace: bool
+    ) -> tuple[str, bool]:
+        """Stream the needle from the first peer that serves a verified copy. Returns ("", True)
+        when done (or nothing left to do), else what went wrong with the last peer tried and
+        whether any peer answered at all (False: all unreachable, which proves nothing lost)."""
         error = f"no peer to copy {fid} from"
+        answered = False
         for url in urls:
             try:
                 async with self._replica(url).stream_needle(fid) as (info, chunks):
@@ -337,10 +343,11 @@ class Repairer:
                     if replace:
                         await self.store.rewrite(fid, body, size, crc)
                     elif not await self.store.put(fid, body, size, crc):
-                        return ""
+                        return "", True
             except Conflict:
-                return ""  # deleted or written meanwhile: nothing to copy
+                return "", True  # deleted or written meanwhile: nothing to copy
             except ArkorError as exc:
+                answered = answered or not isinstance(exc, ServiceUnavailable)
                 error = f"copying {fid} from {url} failed: {exc!r}"
                 continue
             self.progress.needles_copied += 1
@@ -350,8 +357,8 @@ class Repairer:
             if self.progress.pending_estimate:
                 self.progress.pending_estimate -= 1
                 REPAIR_PENDING.labels(self._label).set(self.progress.pending_estimate)
-            return ""
-        return error
+            return "", True
+        return error, answered
 
     async def _throttled(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -377,8 +384,8 @@ class Repairer:
         try:
             outcome, error = await self.replace_if_corrupt(fid)
         except Exception as exc:  # noqa: BLE001 - one bad needle must not stop the loop
-            outcome, error = "failed", f"replacing corrupt {fid} failed: {exc!r}"
-        if outcome != "failed":
+            outcome, error = "unreachable", f"replacing corrupt {fid} failed: {exc!r}"
+        if outcome not in ("failed", "unreachable"):
             del self._suspects[fid]
             if suspect.lost:
                 self._set_lost(fid, False)
@@ -388,8 +395,10 @@ class Repairer:
             self.progress.corrupt_pending = len(self._suspects)
             return
         self._error(error)
-        suspect.attempts += 1
-        suspect.due = time.monotonic() + min(RETRY_BASE * 2 ** (suspect.attempts - 1), RETRY_MAX)
+        suspect.retries += 1
+        suspect.due = time.monotonic() + min(RETRY_BASE * 2 ** (suspect.retries - 1), RETRY_MAX)
+        if outcome == "failed":  # peers answered, none with a good copy (unreachable ones: no proof)
+            suspect.attempts += 1
         if suspect.attempts >= LOST_AFTER and not suspect.lost:
             suspect.lost = True
             self._set_lost(fid, True)
@@ -408,7 +417,8 @@ class Repairer:
 
     async def replace_if_corrupt(self, fid: FileID) -> tuple[str, str]:
         """Verify the local copy; when it is bad, rewrite it from a peer. Returns (outcome, error):
-        "replaced", "fine" (verifies now), "gone" (deleted meanwhile) or "failed" with why."""
+        "replaced", "fine" (verifies now), "gone" (deleted meanwhile), or with why: "failed" (peers
+        answered, none with a good copy) or "unreachable" (no peer answered)."""
         try:
             _entry, _chunks, close = await self.store.open_stream(fid, 0, 0)
         except NotFound:
@@ -420,8 +430,8 @@ class Repairer:
             return "fine", ""
         entry = self.store.lookup(fid)
         urls = [s.url for s in await self.peers() if s.state != "down"]
-        error = await self._copy(fid, entry.size, entry.crc32c, urls, replace=True)
+        error, answered = await self._copy(fid, entry.size, entry.crc32c, urls, replace=True)
         if error:
-            return "failed", error
+            return ("failed" if answered else "unreachable"), error
         self.progress.corrupt_replaced += 1
         return "replaced", ""

@@ -80,7 +80,6 @@ class NeedleStore:
         self._compact_lock = trio.Lock()
         self._closed = False
         self._corruption_hooks: list[Callable[[FileID], None]] = []
-        self.sleep = trio.sleep
 
     def on_corruption(self, hook: Callable[[FileID], None]) -> None:
         """Call `hook(fid)` whenever a read (a GET, the scrubber, repair's own check) finds a
