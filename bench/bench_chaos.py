@@ -15,32 +15,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import uuid
-from pathlib import Path
 
 import trio
 
 from bench.common import machine
-from tests.chaos.harness import ChaosRun, Cluster, Report, backend_config, drop_backends, format_report
+from tests.chaos.harness import run_chaos
+from tests.chaos.report import Report, format_report
 
 MYSQL_URL = "mysql://root:@127.0.0.1:3306/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 async def run(seconds: float, sqlite: bool) -> Report:
-    unique = "b" + uuid.uuid4().hex[:10]
-    sql, kv, backend = backend_config(None if sqlite else MYSQL_URL, None if sqlite else REDIS_URL, unique)
-    prefix = f"arkor-chaos:{unique}:"
-    with tempfile.TemporaryDirectory(prefix="arkor-bench-chaos-") as tmp:
-        cluster = Cluster(Path(tmp), sql, kv, prefix)
-        chaos = ChaosRun(cluster, seconds)
-        chaos.report.backend = backend
-        try:
-            return await chaos.run()
-        finally:
-            cluster.stop()
-            await drop_backends(sql, kv, prefix)
+    return await run_chaos(None, None if sqlite else MYSQL_URL, None if sqlite else REDIS_URL, seconds, "b")
 
 
 def markdown(report: Report) -> str:

@@ -12,13 +12,13 @@ schedule repeating for N seconds (bench/bench_chaos.py). On MariaDB + Redis when
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.chaos.harness import ChaosRun, Cluster, backend_config, drop_backends, format_report
+from tests.chaos.harness import run_chaos
+from tests.chaos.report import format_report
 
 
 def optional_service(request: pytest.FixtureRequest, name: str) -> str | None:
@@ -29,18 +29,9 @@ def optional_service(request: pytest.FixtureRequest, name: str) -> str | None:
 
 
 async def test_chaos_loses_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    unique = "c" + uuid.uuid4().hex[:10]
-    sql, kv, backend = backend_config(optional_service(request, "mysql_url"),
-                                      optional_service(request, "redis_url"), unique)
-    prefix = f"arkor-chaos:{unique}:"
-    cluster = Cluster(tmp_path, sql, kv, prefix)
-    chaos = ChaosRun(cluster, float(os.environ.get("ARKOR_CHAOS_SECONDS", "0")))
-    chaos.report.backend = backend
-    try:
-        report = await chaos.run()
-    finally:
-        cluster.stop()
-        await drop_backends(sql, kv, prefix)
+    report = await run_chaos(tmp_path, optional_service(request, "mysql_url"),
+                             optional_service(request, "redis_url"),
+                             float(os.environ.get("ARKOR_CHAOS_SECONDS", "0")), "c")
     print("chaos report:\n" + format_report(report))
     out = os.environ.get("ARKOR_CHAOS_REPORT")
     if out:
