@@ -50,8 +50,10 @@ class Figures:
     fault_seconds: float = 0.0
     put_during: int = 0
     put_ok_during: int = 0
+    put_prompt_during: int = 0  # succeeded within SLOW seconds
     get_during: int = 0
     get_ok_during: int = 0
+    get_prompt_during: int = 0
     put_p50_during: float = 0.0
     put_p99_during: float = 0.0
     get_p50_during: float = 0.0
@@ -76,9 +78,10 @@ class Figures:
     resurrected: int = 0
     problems: list[str] = field(default_factory=list)
 
-    def rate(self, kind: str, phase: str) -> float:
+    def rate(self, kind: str, phase: str, which: str = "ok") -> float:
+        """Share of `kind` operations started in `phase` that succeeded ("prompt": within SLOW s)."""
         total = getattr(self, f"{kind}_{phase}")
-        return getattr(self, f"{kind}_ok_{phase}") / total if total else float("nan")
+        return getattr(self, f"{kind}_{which}_{phase}") / total if total else float("nan")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -323,6 +326,7 @@ class Scenario:
             a = [o for o in after if o.kind == kind]
             setattr(f, f"{kind}_during", len(d))
             setattr(f, f"{kind}_ok_during", sum(o.ok for o in d))
+            setattr(f, f"{kind}_prompt_during", sum(o.ok and o.end - o.start <= SLOW for o in d))
             setattr(f, f"{kind}_after", len(a))
             setattr(f, f"{kind}_ok_after", sum(o.ok for o in a))
             lat_d = [o.end - o.start for o in d]
@@ -345,8 +349,10 @@ def summary(f: Figures) -> str:
         return "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: PLR0124 - NaN check
 
     return (f"{f.scenario}: during {f.fault_seconds}s PUT {pc(f.rate('put', 'during'))} of {f.put_during} "
-            f"(p50 {f.put_p50_during}s p99 {f.put_p99_during}s), GET {pc(f.rate('get', 'during'))} of "
-            f"{f.get_during} (p50 {f.get_p50_during}s p99 {f.get_p99_during}s); after PUT "
+            f"({pc(f.rate('put', 'during', 'prompt'))} within {SLOW:g}s, "
+            f"p50 {f.put_p50_during}s p99 {f.put_p99_during}s), GET {pc(f.rate('get', 'during'))} of "
+            f"{f.get_during} ({pc(f.rate('get', 'during', 'prompt'))} within {SLOW:g}s, "
+            f"p50 {f.get_p50_during}s p99 {f.get_p99_during}s); after PUT "
             f"{pc(f.rate('put', 'after'))} p99 {f.put_p99_after}s, GET {pc(f.rate('get', 'after'))} "
             f"p99 {f.get_p99_after}s, first PUT ok {f.resume_put_s}s after the heal; "
             f"steer PUT {f.steer_put_s}s GET {f.steer_get_s}s; detect "

@@ -12,31 +12,22 @@ from __future__ import annotations
 
 from tests.net.bed import HEARTBEAT_TIMEOUT, Bed
 from tests.net.load import Ledger, assert_correct
-from tests.net.test_replica_faults import run
-
-
-def cut_group(bed: Bed, hosts: list[str]) -> None:
-    for host in hosts:
-        bed.link_down(host)
+from tests.net.scenarios import run_fault
+from tests.net.test_replica_faults import OUT
 
 
 async def test_group_partitioned(bed: Bed, ledger: Ledger) -> None:
-    hosts = ["d21", "d22", "d23"]
-    f = await run(bed, ledger, "group", "group 2 cut off (its three links down)",
-                  lambda: cut_group(bed, hosts), expect_down=hosts)
+    f = await run_fault(bed, ledger, "group", out=OUT)
     assert_correct(f)
     assert f.detect_s is not None and f.detect_s <= HEARTBEAT_TIMEOUT + 2.0, f.detect_s
 
 
 async def test_replica_unreachable_from_object_servers(bed: Bed, ledger: Ledger) -> None:
-    f = await run(bed, ledger, "oneway", "d23 drops what the object servers send it (one-way; "
-                  "the registry still hears it)",
-                  lambda: bed.partition("d23", peers=["obj1", "obj2"], inbound_only=True))
+    f = await run_fault(bed, ledger, "oneway", out=OUT)
     assert_correct(f)
     assert f.detect_s is None  # not expected down: its heartbeats still arrive
 
 
 async def test_object_server_cut_from_registry(bed: Bed, ledger: Ledger) -> None:
-    f = await run(bed, ledger, "objcut", "obj1 cut from the registry (both ways)",
-                  lambda: bed.partition("obj1", peers=["reg"]))
+    f = await run_fault(bed, ledger, "objcut", out=OUT)
     assert_correct(f)
