@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 BENCHMARKS = ["bench_data", "bench_registry", "bench_object", "bench_sdk", "bench_lfs", "bench_s3",
-              "bench_chaos"]
+              "bench_chaos", "bench_net"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
