@@ -164,7 +164,7 @@ class Repairer:
         we read theirs must not reset it. Dropped when SUSPECTS_MAX are tracked."""
         if fid in self._suspects or len(self._suspects) >= SUSPECTS_MAX:
             return
-        self._suspects[fid] = _Suspect(due=time.monotonic())
+        self._suspects[fid] = _Suspect(due=trio.current_time())
         self.progress.corrupt_pending = len(self._suspects)
         self._suspect_wake.set()
 
@@ -370,11 +370,11 @@ class Repairer:
     async def _suspect_loop(self) -> None:
         """Replace scheduled corrupt needles when due; sleeps until the next one is due."""
         while True:
-            now = time.monotonic()
+            now = trio.current_time()
             for fid in [f for f, s in self._suspects.items() if s.due <= now]:
                 await self._attempt(fid)
             next_due = min((s.due for s in self._suspects.values()), default=None)
-            wait = RETRY_MAX if next_due is None else max(next_due - time.monotonic(), 0.0)
+            wait = RETRY_MAX if next_due is None else max(next_due - trio.current_time(), 0.0)
             with trio.move_on_after(wait):
                 await self._suspect_wake.wait()
             self._suspect_wake = trio.Event()
@@ -396,7 +396,7 @@ class Repairer:
             return
         self._error(error)
         suspect.retries += 1
-        suspect.due = time.monotonic() + min(RETRY_BASE * 2 ** (suspect.retries - 1), RETRY_MAX)
+        suspect.due = trio.current_time() + min(RETRY_BASE * 2 ** (suspect.retries - 1), RETRY_MAX)
         if outcome == "failed":  # peers answered, none with a good copy (unreachable ones: no proof)
             suspect.attempts += 1
         if suspect.attempts >= LOST_AFTER and not suspect.lost:
