@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from bench.common import machine
-from tests.chaos.harness import backend_config, drop_backends
+from tests.chaos.cluster import backend_config, drop_backends
 from tests.net.bed import Bed
 from tests.net.load import SLOW, Figures, Ledger
 from tests.net.netns import can_create_namespaces

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from tests.chaos.harness import backend_config, drop_backends
+from tests.chaos.cluster import backend_config, drop_backends
 from tests.net.bed import Bed
 from tests.net.load import Ledger
 from tests.net.netns import can_create_namespaces
