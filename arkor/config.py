@@ -203,7 +203,21 @@ class ObjectConfig:
     inFlightFragments: int = 4
     readAhead: int = 2
     bodyTimeout: Duration = Duration(30.0)
+    # Calls to data servers (arkor/transfer/timeouts.py): connect, response head, gap between
+    # chunks, whole needle transfer; a write abandons a group whose replica lags the first
+    # acknowledgement by replicaLagLimit; a read asks another replica after hedgeDelay.
+    replicaConnectTimeout: Duration = Duration(2.0)
+    replicaFirstByteTimeout: Duration = Duration(5.0)
+    replicaIdleTimeout: Duration = Duration(5.0)
     replicaTimeout: Duration = Duration(30.0)
+    replicaLagLimit: Duration = Duration(1.0)
+    replicaSlowLag: Duration = Duration(0.1)
+    hedgeDelay: Duration = Duration(0.15)
+    # Calls to the registry, the same four timeouts.
+    registryConnectTimeout: Duration = Duration(2.0)
+    registryFirstByteTimeout: Duration = Duration(5.0)
+    registryIdleTimeout: Duration = Duration(5.0)
+    registryTimeout: Duration = Duration(10.0)
     fragmentRetries: int = 3
     maxObjectSize: Size = Size(5 * 1024**4)
     maxMetadataBytes: Size = Size(8 * 1024)
@@ -355,6 +369,11 @@ def _validate(config: Config) -> None:
     for key in ("inFlightFragments", "readAhead", "workers", "fragmentRetries"):
         if getattr(config.object, key) < 1:
             raise ConfigError(f"object.{key}: must be at least 1")
+    for kind in ("replica", "registry"):
+        for key in (f"{kind}ConnectTimeout", f"{kind}FirstByteTimeout", f"{kind}IdleTimeout",
+                    f"{kind}Timeout"):
+            if getattr(config.object, key) <= 0:
+                raise ConfigError(f"object.{key}: must be above 0")
     if config.data.group < 1:
         raise ConfigError("data.group: must be at least 1")
     if not 0.0 < config.data.compactGarbageRatio <= 1.0:

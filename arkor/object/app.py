@@ -1,9 +1,10 @@
 """The object server's ASGI app: public API v1 (docs/specs/API.md) on the raw-ASGI `StreamRouter`.
 
 Every route streams: PUT bodies are pulled chunk by chunk (back-pressure to the client's TCP window)
-and GET bodies are produced by the transfer engine's reader. Each request runs inside its own
-nursery (`REQUEST_NURSERY`) so a streamed response's read-ahead tasks have a parent that outlives the
-handler and is cancelled when the response ends. The Git LFS routes are
+and GET bodies are the transfer engine's `RangeReader` (an async context manager owning its
+read-ahead nursery), which the router opens before the status line: a GET whose first fragment no
+replica can serve is a 503, not a 200 cut short. Each request runs inside its own nursery (for the
+bounded drain of a body answered early). The Git LFS routes are
 registered on the same router (`arkor.object.lfs.routes.register(router, ctx)`).
 """
 
@@ -34,7 +35,6 @@ from arkor.object.lfs import routes as lfs_routes
 from arkor.object.lfs.storage import LFS_BUCKET
 from arkor.object.service import ObjectService
 from arkor.transfer.contracts import Registry
-from arkor.transfer.engine import REQUEST_NURSERY
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter
 from arkor.web.metrics import instrument
 from arkor.web.semantics import loads_json, parse_uint
@@ -307,10 +307,7 @@ class V1Routes:
         headers.append(("content-length", str(length)))
         if request.method == "HEAD" or length == 0:
             return Response(status=status, headers=headers, body=b"")
-        reader = self.service.open_read(record, start, end)
-        return Response(
-            status=status, headers=headers, body=reader, on_close=getattr(reader, "aclose", None)
-        )
+        return Response(status=status, headers=headers, body=self.service.open_read(record, start, end))
 
     # --- multipart ------------------------------------------------------------------------------
     async def _initiate(self, request: Request, bucket: str, key: str) -> Response:
@@ -454,13 +451,11 @@ def request_lifecycle(handler: ASGIApp, body_timeout: float) -> ASGIApp:
             await send(message)
 
         async with trio.open_nursery() as nursery:
-            token = REQUEST_NURSERY.set(nursery)
             try:
                 await handler(scope, tracking_receive, closing_send)
                 if not body_done and not answered:  # no response at all (client gone): drain
                     await _drain(tracking_receive, lambda: body_done, drain_timeout)
             finally:
-                REQUEST_NURSERY.reset(token)
-                nursery.cancel_scope.cancel()  # read-ahead of an abandoned response
+                nursery.cancel_scope.cancel()  # the discard of an abandoned body
 
     return app

@@ -27,6 +27,7 @@ from arkor.object.service import ObjectService
 from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry, Replica
 from arkor.transfer.placement import ReplicaFactory
+from arkor.transfer.timeouts import Timeouts
 from arkor.web.serve import client_verify, serve_app
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ async def serve_object_server(
     app = build_object_app(ctx)
     address = bind or f"{config.object.host}:{config.object.port}"
     async with trio.open_nursery() as nursery:
+        await nursery.start(service.engine.cleanup.run)  # outlives every request
         await nursery.start(serve_app, app, config.http, address)
         log.info("object server on %s (registry %s)", address, config.object.registry)
         if config.s3.enabled:
@@ -63,11 +65,11 @@ async def serve_object_server(
 
 
 def http_client(config: Config) -> httpx.AsyncClient:
-    """One pooled client for all internal calls of this process."""
-    timeout = float(config.object.replicaTimeout)
+    """One pooled client for all internal calls of this process (every call passes its own
+    timeouts; these are the replica ones, so nothing runs on an httpx default)."""
     return httpx.AsyncClient(
         verify=client_verify(config.http),
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        timeout=Timeouts.from_config(config.object, "replica").httpx(),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30),
     )
 
@@ -77,7 +79,7 @@ def http_replica_factory(config: Config, client: httpx.AsyncClient) -> ReplicaFa
     from arkor.transfer.data_client import HttpReplica
 
     secret = effective_secret(config.cluster.secret)
-    timeout = float(config.object.replicaTimeout)
+    timeout = Timeouts.from_config(config.object, "replica")
     cache: dict[str, Replica] = {}
 
     def factory(server: ServerInfo) -> Replica:
@@ -95,7 +97,7 @@ async def _serve_http(config: Config, bind: str | None, s3_bind: str | None = No
     secret = effective_secret(config.cluster.secret)
     async with http_client(config) as client:
         registry = HttpRegistry(
-            config.object.registry, secret, client, float(config.object.replicaTimeout)
+            config.object.registry, secret, client, Timeouts.from_config(config.object, "registry")
         )
         await serve_object_server(
             config,

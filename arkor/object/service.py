@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 
 from arkor.config import Config
 from arkor.errors import ArkorError, BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
@@ -21,6 +21,8 @@ from arkor.object.guards import UploadBudget, paced, tune_malloc
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import TransferEngine, UploadResult
 from arkor.transfer.placement import ReplicaFactory
+from arkor.transfer.reader import RangeReader
+from arkor.transfer.timeouts import Timeouts
 from arkor.web.semantics import etag_matches, unquote_etag
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,13 @@ class ObjectService:
             fragment_size=int(oc.fragmentSize),
             in_flight=oc.inFlightFragments,
             read_ahead=oc.readAhead,
-            replica_timeout=float(oc.replicaTimeout),
+            replica_timeout=Timeouts.from_config(oc, "replica"),
             fragment_retries=oc.fragmentRetries,
             lease_size=config.registry.leaseSize,
             writable_wait=float(oc.writableWait),
+            hedge_delay=float(oc.hedgeDelay),
+            lag_limit=float(oc.replicaLagLimit),
+            slow_lag=float(oc.replicaSlowLag),
         )
         self.max_object_size = int(oc.maxObjectSize)
         self.budget = UploadBudget(int(oc.uploadBufferBudget), int(oc.fragmentSize))
@@ -197,11 +202,8 @@ class ObjectService:
             source = await self.head(src_bucket, src_key)
         if if_none_match:
             await self._precheck(bucket, key, if_match=None, if_none_match=True)
-        reader = self.open_read(source, 0, source.size - 1)
-        try:
-            result = await self._upload(reader, size=source.size, content_md5=None, sha256=None)
-        finally:
-            await reader.aclose()
+        async with self.open_read(source, 0, source.size - 1) as chunks:
+            result = await self._upload(chunks, size=source.size, content_md5=None, sha256=None)
         if result.md5.hex() != source.etag.split("-")[0] and "-" not in source.etag:
             await self.engine.discard(result.fragments)
             raise ArkorError("copy produced different content", code="internal_error")
@@ -225,13 +227,14 @@ class ObjectService:
         check_object_key(key)
         return await self.registry.get_object(bucket, key)
 
-    def open_read(self, record: ObjectRecord, start: int, end_inclusive: int) -> AsyncIterator[bytes]:
-        """Stream bytes [start, end_inclusive] with read-ahead and replica failover.
-
-        Returns a `FragmentReader`: iterate it in one task and `aclose()` it when done."""
+    def open_read(self, record: ObjectRecord, start: int, end_inclusive: int) -> RangeReader:
+        """Bytes [start, end_inclusive] with read-ahead, hedging and replica failover:
+        `async with service.open_read(...) as chunks`. Entering fetches the first slice, so a
+        range that cannot be served raises (503) before anything is answered; a `Response` may
+        take it as its body (the router enters it before the status line)."""
         if record.size == 0 or end_inclusive < start:
-            return _empty()
-        return self.engine.read(record.fragments, start, end_inclusive)
+            return self.engine.open_read([], 0, -1)
+        return self.engine.open_read(record.fragments, start, end_inclusive)
 
     async def delete(self, bucket: str, key: str) -> ObjectRecord:
         check_bucket(bucket)
@@ -304,11 +307,6 @@ class ObjectService:
             upload_id, [(n, e) for (n, _), e in zip(parts, etags, strict=True)], etag=etag,
             if_match=_strip_etag(if_match), if_none_match=if_none_match,
         )
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover - makes this an async generator
 
 
 def _strip_etag(value: str | None) -> str | None:

@@ -1,7 +1,10 @@
 """`HttpReplica`: the `contracts.Replica` interface over a data server's internal HTTP API.
 
 Errors come back as the server raised them (`errors.from_response`); a connection failure or a
-timeout raises ServiceUnavailable, so the transfer engine fails over to another replica. Whole-needle
+timeout raises ServiceUnavailable, so the transfer engine fails over to another replica. Every call
+is bounded by the four `Timeouts` (connect, first byte, idle, whole transfer): a replica that
+accepts connections and never answers costs a reader the first-byte timeout at most (the engine
+hedges much earlier), a trickling one the transfer deadline. Whole-needle
 reads are verified against the CRC32C the server sends (X-Arkor-Crc32c), so a corrupted transfer is
 a CorruptNeedle here too, never data.
 """
@@ -14,22 +17,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 
 from arkor.checksum import crc32c as compute_crc32c
 from arkor.errors import ArkorError, CorruptNeedle, NotFound, ServiceUnavailable, from_response
 from arkor.fileid import FileID
 from arkor.model import NeedleInfo
 from arkor.security import SIGNATURE_HEADER, sign
+from arkor.transfer.timeouts import Timeouts
 
 CRC_HEADER = "x-arkor-crc32c"
 
 
 class HttpReplica:
-    def __init__(self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float | Timeouts
+    ) -> None:
         self.url = base_url.rstrip("/")
         self.secret = secret
         self.client = client
-        self.timeout = timeout
+        self.timeouts = Timeouts.of(timeout)
         self._prefix = urlsplit(self.url).path
 
     def __repr__(self) -> str:
@@ -42,10 +49,32 @@ class HttpReplica:
         return {SIGNATURE_HEADER: sign(self.secret, method, path)}
 
     async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """Send, wait for the head within the first-byte timeout (for a PUT: counted from the end
+        of the body, as an httpx read timeout), then read the body chunk by chunk (idle timeout),
+        all within the transfer deadline."""
+        t = self.timeouts
+        url = self.url + path[len(self._prefix):]
+        sends_body = method == "PUT"
+        request = self.client.build_request(
+            method, url, timeout=t.httpx(head=sends_body), **kwargs  # type: ignore[arg-type]
+        )
+        phase = "transfer"
         try:
-            response = await self.client.request(
-                method, self.url + path[len(self._prefix):], timeout=self.timeout, **kwargs  # type: ignore[arg-type]
-            )
+            with trio.fail_after(t.transfer):
+                if sends_body:
+                    response = await self.client.send(request)
+                else:
+                    phase = "first byte"
+                    with trio.fail_after(t.first_byte):
+                        response = await self.client.send(request, stream=True)
+                    phase = "transfer"
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+        except trio.TooSlowError:
+            limit = t.first_byte if phase == "first byte" else t.transfer
+            raise ServiceUnavailable(f"{self.url}: no {phase} within {limit:g} s") from None
         except httpx.TimeoutException as exc:
             raise ServiceUnavailable(f"{self.url}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

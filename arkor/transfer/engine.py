@@ -3,19 +3,26 @@
 PUT (`upload`): the stream is cut into `fragment_size` pieces; MD5 (and optionally SHA-256) is
 computed in order on the way, CRC32C per fragment; each fragment is written to EVERY replica of one
 writable group at once, `in_flight` fragments at a time (`run_ordered`, so memory stays below
-(in_flight + 1) x fragment_size). A replica failing cancels that fragment's other writes, deletes
-what was written (shielded, with a deadline) and retries the fragment on another group; with no
-group left the upload fails with 503. Whatever an upload wrote is handed to the registry's reclaim
-queue when the upload fails or is cancelled, so nothing is left behind.
+(in_flight + 1) x fragment_size). A replica failing, timing out, or lagging its peers by more than
+`lag_limit` (when another group could take the fragment) abandons that group: the needle copies
+already written there go to the background `CleanupService` (not waited for) and the fragment is
+retried on another group at once; with no group left the upload fails with 503. Whatever an
+upload wrote is handed to the registry's reclaim queue when the upload fails or is cancelled
+(shielded, with a deadline), so nothing is left behind.
 
-GET (`FragmentReader`): the slices of the fragments a byte range covers are fetched `read_ahead` at
-a time and yielded in order; each slice is read from one replica and fails over to the next on
-error, timeout or checksum mismatch (CRC32C is verified here too for whole-needle reads).
+GET (`open_read`, reader.py): the slices a byte range covers are fetched `read_ahead` at a time;
+each slice is read from one replica (`fetch`): healthy replicas first; if the first has not
+answered after the hedging threshold, the same read starts on the next replicas and the first good
+answer (length and CRC32C checked) wins, the others are cancelled; an error, timeout or checksum
+mismatch fails over at once. The first attempt runs in the caller's task: a read that is not slow
+starts no task.
+
+Every outcome feeds the process's `HealthTracker` (health.py), which placement and read ordering
+consult.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
@@ -27,23 +34,26 @@ import trio
 from arkor.checksum import crc32c
 from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable
 from arkor.fileid import FileID
-from arkor.model import Fragment, GroupInfo
+from arkor.model import Fragment, GroupInfo, ServerInfo
+from arkor.transfer.cleanup import CleanupService
 from arkor.transfer.contracts import Registry, Replica
+from arkor.transfer.health import HealthTracker
 from arkor.transfer.pipeline import run_ordered
-from arkor.transfer.placement import GroupCache, KeyLease, ReplicaFactory, read_order
+from arkor.transfer.placement import GroupCache, KeyLease, ReplicaFactory
+from arkor.transfer.reader import RangeReader, plan_slices
 from arkor.transfer.streams import rechunk
+from arkor.transfer.timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
 # Below this size hashing inline is cheaper than a hop to a worker thread.
 THREAD_HASH_THRESHOLD = 256 * 1024
 CLEANUP_DEADLINE = 10.0
+# The hedging threshold grows with the slice: a healthy replica delivers at least this many bytes
+# per second on top of `hedge_delay` before a second replica is asked.
+HEDGE_RATE = 64 * 1024**2
 
-# The nursery of the HTTP request being served (set by the object app), so a streamed response body
-# can run its read-ahead tasks there instead of inside an async generator.
-REQUEST_NURSERY: contextvars.ContextVar[trio.Nursery | None] = contextvars.ContextVar(
-    "arkor_request_nursery", default=None
-)
+__all__ = ["TransferEngine", "UploadResult", "plan_slices"]
 
 
 @dataclass
@@ -62,8 +72,24 @@ class _UploadState:
     size: int = 0
 
 
+class _Lagged(Exception):
+    """A replica finished so far behind its group's first that the group was abandoned."""
+
+
+def _health_failure(exc: BaseException) -> bool:
+    """Errors that say something about the replica's reachability (not a 4xx, not a bad copy)."""
+    if isinstance(exc, (trio.TooSlowError, _Lagged)):
+        return True
+    if isinstance(exc, ArkorError):
+        return exc.status in (500, 502, 503, 504)
+    return True
+
+
 class TransferEngine:
-    """Fragments to replica groups and back, over any `Registry` and `Replica` implementation."""
+    """Fragments to replica groups and back, over any `Registry` and `Replica` implementation.
+
+    One per process: its `health` and `cleanup` are shared by all requests. Run `cleanup.run()`
+    in a long-lived nursery (`arkor.object.main.serve_object_server` does)."""
 
     def __init__(
         self,
@@ -73,22 +99,32 @@ class TransferEngine:
         fragment_size: int = 8 * 1024**2,
         in_flight: int = 4,
         read_ahead: int = 2,
-        replica_timeout: float = 30.0,
+        replica_timeout: float | Timeouts = 30.0,
         fragment_retries: int = 3,
         lease_size: int = 256,
         group_ttl: float = 2.0,
         hash_threads: int = 2,
         writable_wait: float = 0.0,
+        hedge_delay: float = 0.15,
+        lag_limit: float = 1.0,
+        slow_lag: float = 0.1,
+        health: HealthTracker | None = None,
     ) -> None:
         self.registry = registry
         self.replica_factory = replica_factory
         self.fragment_size = fragment_size
         self.in_flight = in_flight
         self.read_ahead = read_ahead
-        self.replica_timeout = replica_timeout
+        self.timeouts = Timeouts.of(replica_timeout)
         self.fragment_retries = fragment_retries
-        self.groups = GroupCache(registry, ttl=group_ttl, writable_wait=writable_wait)
+        self.hedge_delay = hedge_delay
+        self.lag_limit = lag_limit
+        self.health = health if health is not None else HealthTracker(slow_lag=slow_lag)
+        self.groups = GroupCache(
+            registry, ttl=group_ttl, health=self.health, writable_wait=writable_wait
+        )
         self.keys = KeyLease(registry, lease_size=lease_size)
+        self.cleanup = CleanupService(registry, replica_factory, deadline=CLEANUP_DEADLINE)
         self.hash_limiter = trio.CapacityLimiter(hash_threads)
 
     # --- hashing --------------------------------------------------------------------------------
@@ -142,10 +178,12 @@ class TransferEngine:
             sha256=sha.hexdigest() if sha is not None else None,
         )
 
+
     async def write_fragment(self, data: bytes, written: list[Fragment]) -> Fragment:
         """Write one fragment to all replicas of a writable group, retrying on other groups.
 
-        Every needle created is appended to `written` (the caller's record for reclaim)."""
+        Every needle created is appended to `written` (the caller's record for reclaim) unless its
+        cleanup was handed to the background service."""
         checksum = await self.crc(data)
         tried: set[int] = set()
         last_error: BaseException | None = None
@@ -161,59 +199,64 @@ class TransferEngine:
             fid = await self.keys.new_fid(group.group)
             fragment = Fragment(fid=str(fid), size=len(data), crc32c=checksum)
             written.append(fragment)
-            error = await self._write_to_group(group, fid, data, checksum)
+            can_abandon = self.groups.has_alternative(tried | {group.group})
+            error = await self._write_to_group(group, fid, data, checksum, can_abandon=can_abandon)
             if error is None:
                 return fragment
             last_error = error
             tried.add(group.group)
             self.groups.mark_failed(group.group)
             log.warning("fragment %s failed on group %d: %r; retrying", fid, group.group, error)
-            if await self._delete_everywhere(group, fid):
+            if self.cleanup.submit(group, fragment):
                 written.remove(fragment)
         raise ServiceUnavailable(
             f"fragment could not be stored after {self.fragment_retries + 1} attempts: {last_error}"
         )
 
     async def _write_to_group(
-        self, group: GroupInfo, fid: FileID, data: bytes, checksum: int
+        self, group: GroupInfo, fid: FileID, data: bytes, checksum: int, *, can_abandon: bool
     ) -> BaseException | None:
-        """Write to every replica concurrently; the first failure cancels the others."""
+        """Write to every replica concurrently; the first failure cancels the others. Once one
+        replica has acknowledged, the others get `lag_limit` (at least 3x the first's time) more
+        when another group could take the fragment instead."""
         failure: BaseException | None = None
-        replicas = [self.replica_factory(s) for s in group.servers]
+        started = trio.current_time()
+        first_done: float | None = None
+        scopes: list[trio.CancelScope] = []
         async with trio.open_nursery() as nursery:
 
-            async def put(replica: Replica) -> None:
-                nonlocal failure
+            async def put(server: ServerInfo, scope: trio.CancelScope) -> None:
+                nonlocal failure, first_done
+                replica = self.replica_factory(server)
                 try:
-                    with trio.fail_after(self.replica_timeout):
-                        await replica.put_needle(fid, data, checksum)
+                    with scope:
+                        with trio.fail_after(self.timeouts.transfer):
+                            await replica.put_needle(fid, data, checksum)
+                    if scope.cancelled_caught:
+                        raise _Lagged(f"replica {server.url} lagged its group by more than "
+                                      f"{scope.deadline - (first_done or started):.2f} s")
                 except Exception as exc:  # noqa: BLE001 - any replica failure means retry elsewhere
+                    if _health_failure(exc):
+                        self.health.failure(server.url)
                     if failure is None:
                         failure = _describe(exc, replica)
                     nursery.cancel_scope.cancel()
+                    return
+                now = trio.current_time()
+                if first_done is None:
+                    first_done = now
+                    if can_abandon:
+                        cutoff = now + max(self.lag_limit, 3 * (now - started))
+                        for other in scopes:
+                            other.deadline = min(other.deadline, cutoff)
+                self.health.observe_lag(server.url, now - first_done)
+                self.health.success(server.url, now - started)
 
-            for replica in replicas:
-                nursery.start_soon(put, replica)
+            for server in group.servers:
+                scope = trio.CancelScope()
+                scopes.append(scope)
+                nursery.start_soon(put, server, scope)
         return failure
-
-    async def _delete_everywhere(self, group: GroupInfo, fid: FileID) -> bool:
-        """Shielded best-effort delete of one needle on every replica; True if all succeeded."""
-        ok = True
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_DEADLINE) as scope:
-            async with trio.open_nursery() as nursery:
-
-                async def delete(replica: Replica) -> None:
-                    nonlocal ok
-                    try:
-                        with trio.fail_after(min(self.replica_timeout, CLEANUP_DEADLINE)):
-                            await replica.delete_needle(fid)
-                    except Exception as exc:  # noqa: BLE001 - the reclaim queue covers it
-                        ok = False
-                        log.info("cleanup of %s on %s failed: %r", fid, replica.url, exc)
-
-                for server in group.servers:
-                    nursery.start_soon(delete, self.replica_factory(server))
-        return ok and not scope.cancelled_caught
 
     async def discard(self, fragments: list[Fragment]) -> None:
         """Hand needles of a failed upload to the registry's reclaim queue (shielded)."""
@@ -227,42 +270,114 @@ class TransferEngine:
                 log.warning("could not queue %d fragments for reclaim: %r", len(fragments), exc)
 
     # --- GET ------------------------------------------------------------------------------------
-    def read(self, fragments: list[Fragment], start: int, end_inclusive: int) -> FragmentReader:
-        """An async iterator over bytes [start, end_inclusive] of the object."""
-        return FragmentReader(self, fragments, start, end_inclusive)
+    def open_read(self, fragments: list[Fragment], start: int, end_inclusive: int) -> RangeReader:
+        """`async with engine.open_read(...) as chunks`: bytes [start, end_inclusive] of the
+        object; entering fetches the first slice (and raises if it cannot be served)."""
+        return RangeReader(plan_slices(fragments, start, end_inclusive), self.fetch, self.read_ahead)
+
+    def hedge_after(self, length: int) -> float:
+        return self.hedge_delay + length / HEDGE_RATE
 
     async def fetch(self, fragment: Fragment, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of one fragment from the first replica that serves them."""
         fid = FileID.parse(fragment.fid)
-        whole = offset == 0 and length == fragment.size
         errors: list[str] = []
+        tried: set[str] = set()
         for refresh in (False, True):
-            if refresh:
+            if refresh:  # membership may have changed (a replica replaced): ask again, once
                 self.groups.invalidate()
             group = await self.groups.group(fid.group)
             if group is None:
                 errors.append(f"group {fid.group} unknown to the registry")
                 continue
-            for server in read_order(group):
-                replica = self.replica_factory(server)
-                try:
-                    with trio.fail_after(self.replica_timeout):
-                        data = await replica.get_needle(
-                            fid, offset, None if whole else length
-                        )
-                    if len(data) != length:
-                        raise CorruptNeedle(f"got {len(data)} bytes, expected {length}")
-                    if whole and await self.crc(data) != fragment.crc32c:
-                        raise CorruptNeedle("CRC32C of the data does not match the manifest")
-                    return data
-                except Exception as exc:  # noqa: BLE001 - fail over to the next replica
-                    errors.append(str(_describe(exc, replica)))
-                    log.warning("read of %s from %s failed: %r", fid, server.url, exc)
-            if not errors:
+            order = [s for s in self.health.read_order(group.servers) if s.url not in tried]
+            tried.update(s.url for s in order)
+            if not order:
                 break
+            data = await self._fetch_from(order, fid, fragment, offset, length, errors)
+            if data is not None:
+                return data
         raise ServiceUnavailable(
             f"no replica could serve fragment {fragment.fid}: " + "; ".join(errors[-6:])
         )
+
+    async def _fetch_from(
+        self, order: list[ServerInfo], fid: FileID, fragment: Fragment, offset: int, length: int,
+        errors: list[str],
+    ) -> bytes | None:
+        """Try replicas in `order`: inline while they fail fast; once one is slower than the
+        hedging threshold, race the rest (`_race`)."""
+        threshold = self.hedge_after(length)
+        remaining = list(order)
+        while remaining:
+            server = remaining.pop(0)
+            started = trio.current_time()
+            with trio.move_on_after(threshold):
+                try:
+                    return await self._read_one(server, fid, fragment, offset, length)
+                except Exception as exc:  # noqa: BLE001 - fail over to the next replica
+                    errors.append(str(_describe(exc, self.replica_factory(server))))
+                    log.warning("read of %s from %s failed: %r", fid, server.url, exc)
+                    continue
+            # No answer within the threshold: the slow one is asked again last, the others raced.
+            self.health.observe_lag(server.url, trio.current_time() - started)
+            errors.append(f"replica {server.url} slower than {threshold:.3f} s")
+            return await self._race([*remaining, server], fid, fragment, offset, length, errors,
+                                    threshold)
+        return None
+
+    async def _race(
+        self, order: list[ServerInfo], fid: FileID, fragment: Fragment, offset: int, length: int,
+        errors: list[str], threshold: float,
+    ) -> bytes | None:
+        """Start the next replica now, another each time one fails or `threshold` passes without
+        an answer; the first good answer cancels the rest."""
+        result: bytes | None = None
+        failed_send, failed_recv = trio.open_memory_channel[None](len(order))
+        async with trio.open_nursery() as nursery:
+
+            async def attempt(server: ServerInfo) -> None:
+                nonlocal result
+                started = trio.current_time()
+                try:
+                    data = await self._read_one(server, fid, fragment, offset, length)
+                except trio.Cancelled:
+                    self.health.observe_lag(server.url, trio.current_time() - started)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the next replica is started
+                    errors.append(str(_describe(exc, self.replica_factory(server))))
+                    failed_send.send_nowait(None)
+                    return
+                if result is None:
+                    result = data
+                    nursery.cancel_scope.cancel()
+
+            for server in order:
+                nursery.start_soon(attempt, server)
+                with trio.move_on_after(threshold):
+                    await failed_recv.receive()
+        return result
+
+    async def _read_one(
+        self, server: ServerInfo, fid: FileID, fragment: Fragment, offset: int, length: int
+    ) -> bytes:
+        """One replica's answer, length- and (whole needle) CRC-checked; feeds health."""
+        replica = self.replica_factory(server)
+        whole = offset == 0 and length == fragment.size
+        started = trio.current_time()
+        try:
+            with trio.fail_after(self.timeouts.transfer):
+                data = await replica.get_needle(fid, offset, None if whole else length)
+            if len(data) != length:
+                raise CorruptNeedle(f"got {len(data)} bytes, expected {length}")
+            if whole and await self.crc(data) != fragment.crc32c:
+                raise CorruptNeedle("CRC32C of the data does not match the manifest")
+        except Exception as exc:
+            if _health_failure(exc):
+                self.health.failure(server.url)
+            raise
+        self.health.success(server.url, trio.current_time() - started)
+        return data
 
 
 def _describe(exc: BaseException, replica: Replica) -> BaseException:
@@ -271,100 +386,3 @@ def _describe(exc: BaseException, replica: Replica) -> BaseException:
     if isinstance(exc, ArkorError):
         return exc
     return ServiceUnavailable(f"replica {replica.url}: {type(exc).__name__}: {exc}")
-
-
-def plan_slices(
-    fragments: list[Fragment], start: int, end_inclusive: int
-) -> list[tuple[Fragment, int, int]]:
-    """(fragment, offset in fragment, length) for every fragment overlapping the byte range."""
-    out: list[tuple[Fragment, int, int]] = []
-    position = 0
-    for fragment in fragments:
-        lo, hi = position, position + fragment.size - 1
-        position += fragment.size
-        if fragment.size == 0 or hi < start:
-            continue
-        if lo > end_inclusive:
-            break
-        first = max(start, lo)
-        last = min(end_inclusive, hi)
-        out.append((fragment, first - lo, last - first + 1))
-    return out
-
-
-class FragmentReader:
-    """Async iterator over an object's byte range, with read-ahead.
-
-    Inside an object-server request the read-ahead tasks run in the request's nursery
-    (`REQUEST_NURSERY`), never inside a generator frame; elsewhere (no nursery) slices are fetched
-    one after another. Always `aclose()` it (the object app does, via `Response.on_close`).
-    """
-
-    def __init__(
-        self, engine: TransferEngine, fragments: list[Fragment], start: int, end_inclusive: int
-    ) -> None:
-        self._engine = engine
-        self._slices = plan_slices(fragments, start, end_inclusive)
-        self._index = 0
-        self._recv: trio.MemoryReceiveChannel[bytes | BaseException] | None = None
-        self._scope: trio.CancelScope | None = None
-        self._started = False
-        self._closed = False
-
-    def __aiter__(self) -> FragmentReader:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._closed:
-            raise StopAsyncIteration
-        if not self._started:
-            self._started = True
-            nursery = REQUEST_NURSERY.get()
-            if nursery is not None and len(self._slices) > 1 and self._engine.read_ahead > 0:
-                send, self._recv = trio.open_memory_channel[bytes | BaseException](0)
-                self._scope = trio.CancelScope()
-                nursery.start_soon(self._produce, send, self._scope)
-        if self._recv is None:
-            if self._index >= len(self._slices):
-                raise StopAsyncIteration
-            fragment, offset, length = self._slices[self._index]
-            self._index += 1
-            return await self._engine.fetch(fragment, offset, length)
-        try:
-            item = await self._recv.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-        if isinstance(item, BaseException):
-            await self.aclose()
-            raise item
-        return item
-
-    async def _produce(
-        self, send: trio.MemorySendChannel[bytes | BaseException], scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            async with send:
-
-                async def slices() -> AsyncIterator[tuple[Fragment, int, int]]:
-                    for item in self._slices:
-                        yield item
-
-                async def fetch(_index: int, item: tuple[Fragment, int, int]) -> bytes:
-                    return await self._engine.fetch(*item)
-
-                try:
-                    await run_ordered(slices(), fetch, limit=self._engine.read_ahead, sink=send.send)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the consumer went away
-                except Exception as exc:  # noqa: BLE001 - delivered to the consumer in order
-                    try:
-                        await send.send(exc)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._scope is not None:
-            self._scope.cancel()
-        if self._recv is not None:
-            self._recv.close()

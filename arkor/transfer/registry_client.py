@@ -3,7 +3,10 @@
 Every request is signed with the cluster secret (arkor/security.py) over the exact path sent on the
 wire. Error responses are rebuilt into the same ArkorError subclasses the in-process service raises
 (`errors.from_response`); a registry that cannot be reached (refused, reset, timed out) is
-ServiceUnavailable, so callers handle one family of errors whichever implementation they hold.
+ServiceUnavailable (code registry_unavailable), so callers handle one family of errors whichever
+implementation they hold. Calls have their own `Timeouts` (object.registry*Timeout), much shorter
+than the data path's: an object server cut from the registry answers 503 within them. Nothing is
+cached here: manifests change under concurrent writers and a stale one could serve deleted data.
 The wire forms are the `to_json` forms of arkor/model.py, documented in docs/specs/Internal.md.
 """
 
@@ -13,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import trio
 
 from arkor.errors import (
     ArkorError,
@@ -40,6 +44,7 @@ from arkor.model import (
     ServerInfo,
 )
 from arkor.security import SIGNATURE_HEADER, sign
+from arkor.transfer.timeouts import Timeouts
 
 PREFIX = "/internal/v1"
 
@@ -67,12 +72,16 @@ class HttpRegistry:
     """A registry center reached over HTTP; `client` is shared and owned by the caller."""
 
     def __init__(
-        self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float = 30.0
+        self,
+        base_url: str,
+        secret: bytes,
+        client: httpx.AsyncClient,
+        timeout: float | Timeouts = Timeouts(2.0, 5.0, 5.0, 10.0),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secret = secret
         self.client = client
-        self.timeout = timeout
+        self.timeouts = Timeouts.of(timeout)
 
     async def _call(
         self,
@@ -82,13 +91,20 @@ class HttpRegistry:
         body: Any = None,
         params: dict[str, str] | None = None,
     ) -> Any:
+        t = self.timeouts
         request = self.client.build_request(
-            method, self.base_url + path, json=body, params=params, timeout=self.timeout
+            method, self.base_url + path, json=body, params=params, timeout=t.httpx(head=True)
         )
         raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
         request.headers[SIGNATURE_HEADER] = sign(self.secret, method, raw_path)
         try:
-            response = await self.client.send(request)
+            with trio.fail_after(t.transfer):
+                response = await self.client.send(request)
+        except trio.TooSlowError:
+            raise ServiceUnavailable(
+                f"registry {self.base_url} did not answer within {t.transfer:g} s",
+                code="registry_unavailable",
+            ) from None
         except httpx.TransportError as exc:
             raise ServiceUnavailable(
                 f"registry {self.base_url} unreachable: {type(exc).__name__}: {exc}",

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -114,7 +115,10 @@ class Request:
 class Response:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | AsyncIterable[bytes] = b""
+    # A body that can still fail before anything is answered is an async context manager yielding
+    # the chunks (the transfer engine's RangeReader): the router enters it BEFORE the status line,
+    # so an ArkorError while opening becomes the error response (a GET's 503), and leaves it after.
+    body: bytes | AsyncIterable[bytes] | AbstractAsyncContextManager[AsyncIterable[bytes]] = b""
     # Called (shielded, after the response ends or fails) to release what `body` holds.
     on_close: Callable[[], Awaitable[None]] | None = None
 
@@ -261,7 +265,21 @@ class StreamRouter:
                 ArkorError("internal server error", code="internal_error", status=500),
                 self._error_type(request),
             )
-        await send_response(send, response, head=head)
+        async with AsyncExitStack() as stack:
+            if isinstance(response.body, AbstractAsyncContextManager):
+                try:
+                    chunks = await stack.enter_async_context(response.body)
+                except ArkorError as exc:
+                    response = Response.error(exc, self._error_type(request))
+                except Exception:
+                    log.exception("could not open the body of %s %s", request.method, request.path)
+                    response = Response.error(
+                        ArkorError("internal server error", code="internal_error", status=500),
+                        self._error_type(request),
+                    )
+                else:
+                    response = Response(response.status, response.headers, chunks, response.on_close)
+            await send_response(send, response, head=head)
 
     def _error_type(self, request: Request) -> str:
         if self.error_content_type is None:

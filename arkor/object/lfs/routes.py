@@ -234,8 +234,7 @@ class LfsRoutes:
         headers.append(("content-length", str(end - start + 1 if record.size else 0)))
         if request.method == "HEAD" or record.size == 0:
             return Response(status=status, headers=headers, body=b"")
-        reader = self.service.open_read(record, start, end)
-        return Response(status=status, headers=headers, body=reader, on_close=_closer(reader))
+        return Response(status=status, headers=headers, body=self.service.open_read(record, start, end))
 
     async def verify(self, request: Request) -> Response:
         repo = self._repo(request)
@@ -331,13 +330,6 @@ class LfsRoutes:
         for pattern, methods, handler in self._table():
             router.add(LFS_PREFIX + pattern, methods, self.wrap(handler))
         router.add(LFS_PREFIX + r"(?P<rest>/.*)?", ALL_METHODS, self.wrap(self.unsupported))
-
-
-def _closer(reader: Any) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        await _close(reader)
-
-    return close
 
 
 async def _close(stream: AsyncIterator[bytes] | Any) -> None:
