@@ -144,9 +144,35 @@ def _encode_headers(headers: Iterable[tuple[str, str]], length: int | None) -> l
     return out
 
 
-async def send_response(send: Send, response: Response, *, head: bool = False) -> None:
+async def send_response(
+    send: Send,
+    response: Response,
+    *,
+    head: bool = False,
+    open_error: Callable[[ArkorError], Response] | None = None,
+) -> None:
     """Send status, headers and body; a streamed body is sent chunk by chunk (back-pressured by
-    hypercorn's flow control)."""
+    hypercorn's flow control). A context-manager body is entered first: an ArkorError while
+    entering it is answered with `open_error(exc)` (default: the JSON error) instead."""
+    if isinstance(response.body, AbstractAsyncContextManager):
+        async with AsyncExitStack() as stack:
+            try:
+                chunks = await stack.enter_async_context(response.body)
+            except ArkorError as exc:
+                fallback = Response.error(exc) if open_error is None else open_error(exc)
+            except Exception:
+                log.exception("could not open a response body")
+                internal = ArkorError("internal server error", code="internal_error", status=500)
+                fallback = Response.error(internal) if open_error is None else open_error(internal)
+            else:
+                opened = Response(response.status, response.headers, chunks, response.on_close)
+                await send_response(send, opened, head=head)
+                return
+        if response.on_close is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await response.on_close()
+        await send_response(send, fallback, head=head)
+        return
     try:
         if isinstance(response.body, (bytes, bytearray, memoryview)):
             body = bytes(response.body)
@@ -265,21 +291,10 @@ class StreamRouter:
                 ArkorError("internal server error", code="internal_error", status=500),
                 self._error_type(request),
             )
-        async with AsyncExitStack() as stack:
-            if isinstance(response.body, AbstractAsyncContextManager):
-                try:
-                    chunks = await stack.enter_async_context(response.body)
-                except ArkorError as exc:
-                    response = Response.error(exc, self._error_type(request))
-                except Exception:
-                    log.exception("could not open the body of %s %s", request.method, request.path)
-                    response = Response.error(
-                        ArkorError("internal server error", code="internal_error", status=500),
-                        self._error_type(request),
-                    )
-                else:
-                    response = Response(response.status, response.headers, chunks, response.on_close)
-            await send_response(send, response, head=head)
+        await send_response(
+            send, response, head=head,
+            open_error=lambda exc: Response.error(exc, self._error_type(request)),
+        )
 
     def _error_type(self, request: Request) -> str:
         if self.error_content_type is None:

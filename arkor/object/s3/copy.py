@@ -107,16 +107,11 @@ async def upload_part_copy(ctx: S3Context, call: S3Call) -> Response:
         if end < start or end >= source.size:
             raise S3Error("InvalidRange", f"the range is outside the source's {source.size} bytes",
                           416, headers={"content-range": f"bytes */{source.size}"})
-    reader = ctx.service.open_read(source, start, end)
-    try:
+    async with ctx.service.open_read(source, start, end) as chunks:
         part = await ctx.service.upload_part(
-            call.bucket, call.key, call.query["uploadId"], number, reader,
+            call.bucket, call.key, call.query["uploadId"], number, chunks,
             size=end - start + 1 if source.size else 0,
         )
-    finally:
-        aclose = getattr(reader, "aclose", None)
-        if aclose is not None:
-            await aclose()
     return xml_reply("CopyPartResult", [
         ("LastModified", iso_time(part.modified)), ("ETag", quoted(part.etag)),
     ])

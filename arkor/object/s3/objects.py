@@ -159,9 +159,8 @@ async def get_object(ctx: S3Context, call: S3Call) -> Response:
     headers.append(("content-length", str(length)))
     if call.request.method == "HEAD" or length == 0:
         return Response(status=status, headers=headers, body=b"")
-    reader = ctx.service.open_read(record, start, end)
-    return Response(status=status, headers=headers, body=reader,
-                    on_close=getattr(reader, "aclose", None))
+    # Opened by send_response before the status line: no replica for the first fragment is a 503.
+    return Response(status=status, headers=headers, body=ctx.service.open_read(record, start, end))
 
 
 def part_span(record: ObjectRecord, raw: str) -> tuple[tuple[int, int], int]:

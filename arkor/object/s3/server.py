@@ -180,7 +180,13 @@ class S3App:
             exc = S3Error("InternalError", "internal server error", 500)
             response = error_response(exc, resource, request_id)
         response.headers.append(("x-amz-request-id", request_id))
-        await send_response(send, response, head=request.method == "HEAD")
+
+        def open_error(exc: ArkorError) -> Response:  # a GET whose first fragment cannot be read
+            failed = error_response(to_s3_error(exc), resource, request_id)
+            failed.headers.append(("x-amz-request-id", request_id))
+            return failed
+
+        await send_response(send, response, head=request.method == "HEAD", open_error=open_error)
 
 
 def error_response(exc: S3Error, resource: str, request_id: str) -> Response:
