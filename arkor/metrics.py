@@ -40,3 +40,20 @@ RECLAIM_BACKLOG = Gauge(
     "arkor_reclaim_backlog_fragments", "Fragments queued for deletion from data servers"
 )
 RECLAIMED = Counter("arkor_reclaimed_fragments_total", "Fragments deleted by the reaper", ["reason"])
+
+# Transfer engine (object servers): health of the replicas as this process sees them.
+TRANSFER_CIRCUIT_OPEN = Gauge(
+    "arkor_transfer_circuit_open", "1 while writes avoid this replica and reads try it last",
+    ["replica"],
+)
+TRANSFER_HEDGED_READS = Counter(
+    "arkor_transfer_hedged_reads_total", "Fragment reads raced on other replicas after the threshold"
+)
+TRANSFER_ABANDONED_WRITES = Counter(
+    "arkor_transfer_abandoned_writes_total",
+    "Fragment writes moved to another group (replica failed, timed out or lagged)", ["reason"],
+)
+TRANSFER_CLEANUP = Counter(
+    "arkor_transfer_cleanup_total", "Background cleanups of abandoned needle copies, by outcome",
+    ["outcome"],
+)

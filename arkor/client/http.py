@@ -92,7 +92,9 @@ class Transport:
         self._http = httpx.AsyncClient(
             base_url=settings.endpoint,
             auth=auth,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            # Every phase explicit; a task may wait for a pooled connection as long as for a read
+            # (the pool is sized to the client's concurrency, a wait means a transfer in flight).
+            timeout=httpx.Timeout(connect=connect_timeout, read=timeout, write=timeout, pool=timeout),
             limits=httpx.Limits(
                 max_connections=connections,
                 max_keepalive_connections=connections,

@@ -41,8 +41,9 @@ class ArkorClient:
 
     `concurrency` is how many parts/ranges of one large transfer are in flight (1 = one connection);
     `part_size` is the multipart part size and the ranged-download range size; bodies up to
-    `multipart_threshold` go up in a single PUT. `timeout` applies to each request's connect and to
-    every read/write on its connection; `retries` is the number of attempts for a request.
+    `multipart_threshold` go up in a single PUT. `connect_timeout` bounds each connection set-up;
+    `timeout` every read/write on a connection (so the wait for an answer and the gap between body
+    chunks) and the wait for a free pooled connection; `retries` is the number of attempts.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class ArkorClient:
         part_size: int = 8 * MiB,
         multipart_threshold: int = 16 * MiB,
         timeout: float = 60.0,
+        connect_timeout: float = 10.0,
         retries: int = 6,
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
@@ -67,7 +69,8 @@ class ArkorClient:
         self.multipart_threshold = max(multipart_threshold, 0)
         self._pool = max(16, concurrency)
         self.transport = Transport(
-            self.settings, timeout=timeout, connections=self._pool, attempts=retries,
+            self.settings, timeout=timeout, connect_timeout=connect_timeout,
+            connections=self._pool, attempts=retries,
             backoff_base=backoff_base, backoff_cap=backoff_cap,
         )
         self._cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from arkor.fileid import FileID
+from arkor.metrics import TRANSFER_CLEANUP
 from arkor.model import Fragment, GroupInfo, ServerInfo
 from arkor.transfer.contracts import Registry
 from arkor.transfer.placement import ReplicaFactory
@@ -63,6 +64,7 @@ class CleanupService:
             self._send.send_nowait(_Job(group, fragment))
         except trio.WouldBlock:
             self.dropped += 1
+            TRANSFER_CLEANUP.labels("dropped").inc()
             log.warning("cleanup queue full: %s left to the orphan sweep", fragment.fid)
             return False
         self.submitted += 1
@@ -109,9 +111,12 @@ class CleanupService:
                 nursery.start_soon(delete, server)
         if not failures:
             self.deleted += 1
+            TRANSFER_CLEANUP.labels("deleted").inc()
             return
         try:
             await self._registry.discard_fragments([job.fragment])
             self.discarded += 1
+            TRANSFER_CLEANUP.labels("queued").inc()
         except Exception as exc:  # noqa: BLE001 - the orphan sweep is the last resort
+            TRANSFER_CLEANUP.labels("left_to_sweep").inc()
             log.warning("could not queue %s for reclaim: %r", job.fragment.fid, exc)

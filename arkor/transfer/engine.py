@@ -34,6 +34,7 @@ import trio
 from arkor.checksum import crc32c
 from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable
 from arkor.fileid import FileID
+from arkor.metrics import TRANSFER_ABANDONED_WRITES, TRANSFER_HEDGED_READS
 from arkor.model import Fragment, GroupInfo, ServerInfo
 from arkor.transfer.cleanup import CleanupService
 from arkor.transfer.contracts import Registry, Replica
@@ -72,13 +73,9 @@ class _UploadState:
     size: int = 0
 
 
-class _Lagged(Exception):
-    """A replica finished so far behind its group's first that the group was abandoned."""
-
-
 def _health_failure(exc: BaseException) -> bool:
     """Errors that say something about the replica's reachability (not a 4xx, not a bad copy)."""
-    if isinstance(exc, (trio.TooSlowError, _Lagged)):
+    if isinstance(exc, trio.TooSlowError):
         return True
     if isinstance(exc, ArkorError):
         return exc.status in (500, 502, 503, 504)
@@ -204,6 +201,9 @@ class TransferEngine:
             if error is None:
                 return fragment
             last_error = error
+            TRANSFER_ABANDONED_WRITES.labels(
+                "lag" if "lagged its group" in str(error) else "timeout" if "timed out" in str(error)
+                else "error").inc()
             tried.add(group.group)
             self.groups.mark_failed(group.group)
             log.warning("fragment %s failed on group %d: %r; retrying", fid, group.group, error)
@@ -218,24 +218,22 @@ class TransferEngine:
     ) -> BaseException | None:
         """Write to every replica concurrently; the first failure cancels the others. Once one
         replica has acknowledged, the others get `lag_limit` (at least 3x the first's time) more
-        when another group could take the fragment instead."""
+        when another group could take the fragment instead. One cancel scope (the nursery's)
+        carries both the transfer deadline and the lag cutoff: nothing per replica."""
         failure: BaseException | None = None
         started = trio.current_time()
         first_done: float | None = None
-        scopes: list[trio.CancelScope] = []
+        pending = {server.url for server in group.servers}
         async with trio.open_nursery() as nursery:
+            nursery.cancel_scope.deadline = started + self.timeouts.transfer
 
-            async def put(server: ServerInfo, scope: trio.CancelScope) -> None:
+            async def put(server: ServerInfo) -> None:
                 nonlocal failure, first_done
                 replica = self.replica_factory(server)
                 try:
-                    with scope:
-                        with trio.fail_after(self.timeouts.transfer):
-                            await replica.put_needle(fid, data, checksum)
-                    if scope.cancelled_caught:
-                        raise _Lagged(f"replica {server.url} lagged its group by more than "
-                                      f"{scope.deadline - (first_done or started):.2f} s")
+                    await replica.put_needle(fid, data, checksum)
                 except Exception as exc:  # noqa: BLE001 - any replica failure means retry elsewhere
+                    pending.discard(server.url)
                     if _health_failure(exc):
                         self.health.failure(server.url)
                     if failure is None:
@@ -243,19 +241,25 @@ class TransferEngine:
                     nursery.cancel_scope.cancel()
                     return
                 now = trio.current_time()
+                pending.discard(server.url)
                 if first_done is None:
                     first_done = now
-                    if can_abandon:
+                    if can_abandon and pending:
                         cutoff = now + max(self.lag_limit, 3 * (now - started))
-                        for other in scopes:
-                            other.deadline = min(other.deadline, cutoff)
-                self.health.observe_lag(server.url, now - first_done)
+                        nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, cutoff)
                 self.health.success(server.url, now - started)
+                self.health.observe_lag(server.url, now - first_done)  # may re-open it
 
             for server in group.servers:
-                scope = trio.CancelScope()
-                scopes.append(scope)
-                nursery.start_soon(put, server, scope)
+                nursery.start_soon(put, server)
+        if failure is None and pending:  # the deadline passed: transfer timeout or lag cutoff
+            waited = trio.current_time() - started
+            for url in pending:
+                self.health.failure(url)
+            why = "lagged its group" if first_done is not None else "timed out"
+            failure = ServiceUnavailable(
+                f"replica {', '.join(sorted(pending))} {why} ({waited:.2f} s)"
+            )
         return failure
 
     async def discard(self, fragments: list[Fragment]) -> None:
@@ -312,15 +316,18 @@ class TransferEngine:
         while remaining:
             server = remaining.pop(0)
             started = trio.current_time()
-            with trio.move_on_after(threshold):
+            # One scope: the hedging threshold also bounds this attempt (far below the transfer
+            # timeout), so the hot path enters no other.
+            with trio.CancelScope(deadline=started + min(threshold, self.timeouts.transfer)):
                 try:
-                    return await self._read_one(server, fid, fragment, offset, length)
+                    return await self._read_one(server, fid, fragment, offset, length, bound=False)
                 except Exception as exc:  # noqa: BLE001 - fail over to the next replica
                     errors.append(str(_describe(exc, self.replica_factory(server))))
                     log.warning("read of %s from %s failed: %r", fid, server.url, exc)
                     continue
             # No answer within the threshold: the slow one is asked again last, the others raced.
             self.health.observe_lag(server.url, trio.current_time() - started)
+            TRANSFER_HEDGED_READS.inc()
             errors.append(f"replica {server.url} slower than {threshold:.3f} s")
             return await self._race([*remaining, server], fid, fragment, offset, length, errors,
                                     threshold)
@@ -359,14 +366,19 @@ class TransferEngine:
         return result
 
     async def _read_one(
-        self, server: ServerInfo, fid: FileID, fragment: Fragment, offset: int, length: int
+        self, server: ServerInfo, fid: FileID, fragment: Fragment, offset: int, length: int,
+        *, bound: bool = True,
     ) -> bytes:
-        """One replica's answer, length- and (whole needle) CRC-checked; feeds health."""
+        """One replica's answer, length- and (whole needle) CRC-checked; feeds health. `bound`:
+        apply the transfer timeout here (the caller's scope does not already bound it)."""
         replica = self.replica_factory(server)
         whole = offset == 0 and length == fragment.size
         started = trio.current_time()
         try:
-            with trio.fail_after(self.timeouts.transfer):
+            if bound:
+                with trio.fail_after(self.timeouts.transfer):
+                    data = await replica.get_needle(fid, offset, None if whole else length)
+            else:
                 data = await replica.get_needle(fid, offset, None if whole else length)
             if len(data) != length:
                 raise CorruptNeedle(f"got {len(data)} bytes, expected {length}")
@@ -376,6 +388,7 @@ class TransferEngine:
             if _health_failure(exc):
                 self.health.failure(server.url)
             raise
+        self.health.observe_lag(server.url, 0.0)  # answered within the hedging threshold
         self.health.success(server.url, trio.current_time() - started)
         return data
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import trio
 
+from arkor.metrics import TRANSFER_CIRCUIT_OPEN
 from arkor.model import GroupInfo, ServerInfo
 
 EWMA_WEIGHT = 0.3  # weight of the newest sample
@@ -71,14 +72,15 @@ class HealthTracker:
         if latency is not None:
             state.latency = latency if state.latency is None else (
                 EWMA_WEIGHT * latency + (1 - EWMA_WEIGHT) * state.latency)
-        if state.open_until and (state.lag is None or state.lag <= self.slow_lag):
+        if state.open_until and (state.lag is None or state.lag < self.slow_lag):
             state.open_until = 0.0  # a probe (or a last-resort read) went through
             state.backoff = self._base
+            TRANSFER_CIRCUIT_OPEN.labels(url).set(0)
 
     def failure(self, url: str) -> None:
         state = self._get(url)
         state.failures += 1
-        self._open(state)
+        self._open(url, state)
 
     def observe_lag(self, url: str, lag: float) -> None:
         """How much later than expected a call finished (behind its peers, past the hedge)."""
@@ -88,10 +90,11 @@ class HealthTracker:
             # At the threshold: the probe after the backoff decides (one fast answer closes the
             # circuit, one slow answer re-opens it for twice as long).
             state.lag = self.slow_lag
-            self._open(state)
+            self._open(url, state)
 
-    def _open(self, state: _Replica) -> None:
+    def _open(self, url: str, state: _Replica) -> None:
         now = self._clock()
+        TRANSFER_CIRCUIT_OPEN.labels(url).set(1)
         if state.open_until:  # already open or probing: a failed probe backs off further
             state.backoff = min(self._max, state.backoff * 2)
         state.open_until = now + state.backoff
@@ -132,17 +135,23 @@ class HealthTracker:
     def read_order(self, servers: Iterable[ServerInfo]) -> list[ServerInfo]:
         """Healthy live replicas first (shuffled, to spread load), then those due for a probe or
         not reported up, then open circuits."""
-        ranked: list[tuple[int, float, ServerInfo]] = []
+        first: list[ServerInfo] = []
+        later: list[ServerInfo] = []
+        last: list[ServerInfo] = []
+        now = self._clock()
         for server in servers:
-            if self.is_open(server.url):
-                rank = 2
-            elif server.state != "up" or not self.is_closed(server.url):
-                rank = 1
+            state = self._replicas.get(server.url)
+            if state is not None and state.open_until:
+                (last if now < state.open_until else later).append(server)
+            elif server.state != "up":
+                later.append(server)
             else:
-                rank = 0
-            ranked.append((rank, random.random(), server))
-        ranked.sort(key=lambda item: (item[0], item[1]))
-        return [server for _, _, server in ranked]
+                first.append(server)
+        if len(first) > 1:
+            random.shuffle(first)
+        if later or last:
+            first += later + last
+        return first
 
     def snapshot(self) -> dict[str, dict[str, float | int | None]]:
         """For logs and /metrics-style inspection."""

@@ -56,10 +56,15 @@ class RangeReader(AbstractAsyncContextManager["AsyncIterator[bytes]"]):
         self._fetch = fetch
         self._read_ahead = max(1, read_ahead)
         self._cm: AbstractAsyncContextManager[AsyncIterator[bytes]] | None = None
+        self._entered = False
 
     async def __aenter__(self) -> AsyncIterator[bytes]:
-        if self._cm is not None:
+        if self._entered:
             raise RuntimeError("a RangeReader can be entered only once")
+        self._entered = True
+        if len(self._slices) <= 1:  # the small-object path: no task, no channel, no generator
+            first = await self._fetch(*self._slices[0]) if self._slices else None
+            return _Chunks(first, _nothing)
         self._cm = _open(self._slices, self._fetch, self._read_ahead)
         return await self._cm.__aenter__()
 
@@ -69,7 +74,8 @@ class RangeReader(AbstractAsyncContextManager["AsyncIterator[bytes]"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._cm is not None
+        if self._cm is None:
+            return None
         return await self._cm.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
@@ -119,12 +125,7 @@ def _receiver(
 
 @asynccontextmanager
 async def _open(slices: list[Slice], fetch: Fetch, read_ahead: int) -> AsyncIterator[AsyncIterator[bytes]]:
-    if not slices:
-        yield _Chunks(None, _nothing)
-        return
-    if len(slices) == 1:  # the small-object path: no task, no channel
-        yield _Chunks(await fetch(*slices[0]), _nothing)
-        return
+    """Two or more slices: the first is fetched before entering completes, the rest read ahead."""
     send, recv = trio.open_memory_channel[bytes | BaseException](0)
     try:
         async with trio.open_nursery() as nursery:

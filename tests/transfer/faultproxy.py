@@ -69,6 +69,8 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         sockets, self._sockets = self._sockets, []
         for sock in sockets:

@@ -16,7 +16,7 @@ import trio.testing
 from arkor.errors import ServiceUnavailable
 from arkor.fileid import FileID
 from arkor.model import Fragment
-from arkor.transfer.engine import TransferEngine
+from arkor.transfer.engine import CLEANUP_DEADLINE, TransferEngine
 from arkor.transfer.pipeline import run_ordered
 from arkor.transfer.reader import plan_slices
 from arkor.transfer.streams import iter_bytes
@@ -141,6 +141,31 @@ async def test_cancelled_upload_leaves_nothing_behind(autojump_clock: trio.testi
     assert registry.stored(), "the upload had written fragments before it was cancelled"
     # Every needle written is in the registry's reclaim queue (handed over shielded).
     assert registry.stored() <= {f.fid for f in registry.discarded}
+
+
+async def test_cleanup_after_cancel_is_shielded_and_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = MemoryRegistry()
+    for replica in registry.replicas.values():
+        replica.delay = 0.1
+    engine = make_engine(registry)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield os.urandom(FRAG)
+        await trio.sleep(0.5)  # the first fragment is written (replicas take 0.1 s)
+        assert registry.stored()
+        registry.hang = True  # from now on the registry never answers (its reclaim queue too)
+        while True:
+            yield os.urandom(FRAG)
+
+    with trio.move_on_after(1.0) as scope:
+        await engine.upload(body())
+    assert scope.cancelled_caught
+    # The cancelled upload still tried to hand its needles over (shielded), and gave up after
+    # the cleanup deadline instead of hanging: the orphan sweep is left with them.
+    assert registry.calls["discard"] == 1
+    assert 1.0 + CLEANUP_DEADLINE - 0.01 <= trio.current_time() <= 1.0 + CLEANUP_DEADLINE + 0.5
 
 
 async def test_upload_fails_with_503_when_no_group_can_take_it(

@@ -161,18 +161,32 @@ def test_silent_slow_and_dead_replica(net: Net) -> None:
             assert max(puts) < 5.0 and statistics.median(puts) < 1.0, puts
             assert max(gets) < 5.0 and statistics.median(gets) < 1.0, gets
             silent.mode = "pass"
+        # Healed: a probe write after the backoff (at most 30 s) finds it answering again and
+        # group 1 takes writes once more.
+        healed = time.monotonic()
+        assert wait_for_group_1(net, client, "healed", deadline=45.0)
+        print(f"group 1 takes writes again {time.monotonic() - healed:.1f} s after the heal")
+
+
+def wait_for_group_1(net: Net, client: httpx.Client, prefix: str, *, deadline: float) -> str | None:
+    """PUT small objects until one lands on group 1; its key, or None after `deadline` s."""
+    end = time.monotonic() + deadline
+    i = 0
+    while time.monotonic() < end:
+        key = f"{prefix}-{i}"
+        i += 1
+        assert client.put(f"{net.url}/v1/net/{key}", content=b"x" * 1000).status_code == 201
+        if net.group_of(key) == {1}:
+            return key
+        time.sleep(0.1)
+    return None
 
 
 def test_group_cut_reads_fail_fast_writes_go_elsewhere(net: Net) -> None:
     with httpx.Client(timeout=60) as client:
-        body = os.urandom(30_000)
-        for i in range(30):
-            key = f"cut-{i}"
-            assert client.put(f"{net.url}/v1/net/{key}", content=body).status_code == 201
-            if net.group_of(key) == {1}:
-                break
-        else:
-            pytest.skip("placement never chose group 1")
+        found = wait_for_group_1(net, client, "cut", deadline=45.0)
+        assert found is not None, "placement never chose group 1"
+        key, body = found, b"x" * 1000
         for proxy in net.proxies:
             proxy.mode = "blackhole"
         try:
