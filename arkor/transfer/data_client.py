@@ -154,7 +154,7 @@ class HttpReplica:
         path = self._path(fid)
         try:
             async with self.client.stream(
-                "GET", self.url + path[len(self._prefix):], timeout=self.timeout
+                "GET", self.url + path[len(self._prefix):], timeout=self.timeouts.httpx()
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
