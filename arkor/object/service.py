@@ -252,6 +252,7 @@ class ObjectService:
         *,
         size: int | None,
         content_md5: bytes | None = None,
+        sha256: str | None = None,
     ) -> PartInfo:
         if not 1 <= part_number <= MAX_PART_NUMBER:
             raise BadRequest(f"partNumber must be 1-{MAX_PART_NUMBER}", code="invalid_part")
@@ -260,7 +261,7 @@ class ObjectService:
             raise ArkorError(
                 f"upload {upload_id} is not for {bucket}/{key}", code="no_such_upload", status=404
             )
-        result = await self._upload(body, size=size, content_md5=content_md5, sha256=None)
+        result = await self._upload(body, size=size, content_md5=content_md5, sha256=sha256)
         part = PartInfo(
             part_number=part_number,
             size=result.size,

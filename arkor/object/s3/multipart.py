@@ -66,7 +66,7 @@ async def upload_part(ctx: S3Context, call: S3Call) -> Response:
     body = UploadBody(ctx, call)
     part = await ctx.service.upload_part(
         call.bucket, call.key, call.query["uploadId"], number, body.stream(), size=body.size,
-        content_md5=body.content_md5,
+        content_md5=body.content_md5, sha256=body.sha256,
     )
     return Response(status=200, headers=[("etag", quoted(part.etag)), *body.checksum_headers()])
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
+
 from arkor.model import PARTS_META, ObjectRecord, parse_part_layout
 from arkor.object.http import NotModified, check_read_conditions, parse_range
 from arkor.object.s3.buckets import check_canned_acl
@@ -27,8 +29,10 @@ from arkor.object.s3.context import (
     user_metadata,
 )
 from arkor.object.s3.errors import S3Error
+from arkor.transfer.engine import THREAD_HASH_THRESHOLD
 from arkor.web.asgi import Response
 
+HASH_BATCH = 1024 * 1024
 # aws-chunked framing adds a few dozen bytes per chunk: allow for it on top of the object limit.
 FRAMING_ALLOWANCE = 1 / 64
 OVERRIDES = {
@@ -44,8 +48,9 @@ OVERRIDES = {
 class UploadBody:
     """The payload of an S3 upload: decoded, checksummed and verified as it streams.
 
-    Content-MD5 is left to the transfer engine (it computes the MD5 for the ETag anyway):
-    `content_md5` is handed to the object service, which refuses a mismatch before committing."""
+    Content-MD5 and a signed payload's SHA-256 are left to the transfer engine (it computes the
+    MD5 for the ETag anyway, and the SHA-256 beside it in a worker thread): `content_md5` and
+    `sha256` go to the object service, which refuses a mismatch before committing."""
 
     def __init__(self, ctx: S3Context, call: S3Call, *,
                  record_checksums: dict[str, str] | None = None) -> None:
@@ -53,8 +58,9 @@ class UploadBody:
         service builds the object's record from it only after the body is consumed)."""
         headers = call.headers
         self.record_checksums = record_checksums
-        self.checks = UploadChecksums.from_headers(headers, md5=False)
+        self.checks = UploadChecksums.from_headers(headers, md5=False, sha256=False)
         self.content_md5 = self.checks.content_md5
+        self.sha256 = self.checks.content_sha256
         self.verified: dict[str, str] = {}
         self.decoder = decoder_for(headers, call.identity)
         declared = call.request.content_length
@@ -70,19 +76,45 @@ class UploadBody:
             raise S3Error("EntityTooLarge", f"{self.size} bytes exceeds the limit of "
                           f"{ctx.max_object}", 400)
         self._raw = call.request.body_chunks(max_size=limit, chunk_timeout=ctx.body_timeout)
+        self._limiter = ctx.service.engine.hash_limiter
 
     async def stream(self) -> AsyncIterator[bytes]:
         source: Any = self._raw if self.decoder is None else self.decoder.decode(self._raw)
-        active = self.checks.active
-        async for chunk in source:
-            if active:
-                self.checks.update(chunk)
-            yield chunk
+        if not self.checks.active:
+            async for chunk in source:
+                yield chunk
+        else:
+            # Checksums run in a worker thread over batches (beside the engine's MD5, off the
+            # loop); at most HASH_BATCH bytes wait here, so memory stays bounded.
+            batch: list[bytes] = []
+            size = 0
+            async for chunk in source:
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= HASH_BATCH:
+                    await self._hash(batch, size)
+                    for piece in batch:
+                        yield piece
+                    batch, size = [], 0
+            if batch:
+                await self._hash(batch, size)
+                for piece in batch:
+                    yield piece
         trailers = self.decoder.trailers if self.decoder is not None else {}
         self.verified = self.checks.verify(trailers)
         if self.record_checksums is not None:
             for name, value in self.verified.items():
                 self.record_checksums[CHECKSUM_META + name] = value
+
+    async def _hash(self, batch: list[bytes], size: int) -> None:
+        def update() -> None:
+            for piece in batch:
+                self.checks.update(piece)
+
+        if size < THREAD_HASH_THRESHOLD:
+            update()
+        else:
+            await trio.to_thread.run_sync(update, limiter=self._limiter)
 
     def checksum_headers(self) -> list[tuple[str, str]]:
         return [(f"x-amz-checksum-{name}", value) for name, value in sorted(self.verified.items())]
@@ -110,6 +142,7 @@ async def put_object(ctx: S3Context, call: S3Call) -> Response:
         call.bucket, call.key, upload.stream(),
         size=upload.size,
         content_md5=upload.content_md5,
+        sha256=upload.sha256,
         content_type=call.headers.get("content-type", "binary/octet-stream"),
         metadata=metadata,
         if_match=if_match,
