@@ -31,7 +31,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.events import Body, EndBody
+from hypercorn.protocol.events import Body, Data, EndBody
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
@@ -146,6 +146,8 @@ class StrictH11Protocol(H11Protocol):
                 await self.stream.handle(Body(stream_id=STREAM_ID, data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await self.stream.handle(EndBody(stream_id=STREAM_ID))
+            elif isinstance(event, Data):  # a WebSocket connection's bytes, passed through
+                await self.stream.handle(event)
 
     def _reject(self, request: h11.Request) -> tuple[int, str] | None:
         """(status, reason) when the request head must be refused, else None."""

@@ -177,6 +177,7 @@ _CODES: dict[str, tuple[str, int]] = {
     "forbidden": ("AccessDenied", 403),
     "unauthorized": ("AccessDenied", 403),
     "insufficient_storage": ("ServiceUnavailable", 503),
+    "slow_down": ("SlowDown", 503),  # upload buffers full (object.uploadBufferBudget)
 }
 _BY_STATUS: dict[int, str] = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey",
                               409: "OperationAborted", 412: "PreconditionFailed",
