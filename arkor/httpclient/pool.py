@@ -22,9 +22,10 @@ import json as jsonlib
 import select
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -90,13 +91,14 @@ class LeanResponse:
 
 
 class _Connection:
-    __slots__ = ("buf", "fd", "idle_since", "stream")
+    __slots__ = ("buf", "fd", "finished", "idle_since", "stream")
 
     def __init__(self, stream: trio.abc.Stream, fd: int) -> None:
         self.stream = stream
         self.fd = fd
         self.buf = bytearray()
         self.idle_since = 0.0
+        self.finished = False  # the current answer was read to its end
 
     def looks_alive(self) -> bool:
         """An idle connection with something to read has been closed (or spoken out of turn)."""
@@ -145,8 +147,43 @@ class LeanClient:
     async def request(self, method: str, url: str, *, content: bytes | bytearray | memoryview | None = None,
                       json: Any = None, params: Mapping[str, str] | None = None,
                       headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                      auth: Signer | None = None,
                       timeout: Any = None) -> LeanResponse:  # noqa: ASYNC109 - per-phase limits, as httpx
         """Send one request and read the whole answer (any status: the caller decides)."""
+        async with self._open(method, url, content, json, params, headers, auth, timeout) as (
+                conn, head, target, timeouts):
+            if head.framing == "length":
+                content_out = await self._read_length(conn, head.length, target, timeouts)
+            else:
+                parts, size = [], 0
+                async for piece in self._body(conn, head, target, timeouts):
+                    size += len(piece)
+                    if size > self._max_body:
+                        raise ProtocolError(f"body over the limit of {self._max_body} bytes")
+                    parts.append(piece)
+                content_out = b"".join(parts)
+            conn.finished = True
+            return LeanResponse(method.upper(), target, head.status, head.headers, content_out)
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str, *, content: bytes | None = None,
+                     params: Mapping[str, str] | None = None,
+                     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                     auth: Signer | None = None,
+                     timeout: Any = None) -> AsyncIterator[LeanStream]:  # noqa: ASYNC109 - as `request`
+        """Send one request; the answer's body is read as the caller iterates `aiter_raw()`.
+        The connection goes back to the pool only if the body was read to its end."""
+        async with self._open(method, url, content, None, params, headers, auth, timeout) as (
+                conn, head, target, timeouts):
+            yield LeanStream(self, conn, head, target, timeouts)
+
+    @asynccontextmanager
+    async def _open(
+        self, method: str, url: str, content: Any, json: Any, params: Any, headers: Any,
+        auth: Signer | None, limits: Any,
+    ) -> AsyncIterator[tuple[_Connection, ResponseHead, str, Timeouts]]:
+        """Send the request and read the answer's head; on exit the connection is pooled when its
+        answer was read to a clean end (`conn.finished`), else closed."""
         if self._closed:
             raise RuntimeError("the client is closed")
         method = method.upper()
@@ -155,12 +192,10 @@ class LeanClient:
             raise httpx.UnsupportedProtocol(f"not an http(s) URL: {url[:100]!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         origin = (parts.scheme, parts.hostname, port)
-        target = parts.path or "/"
         query = parts.query
         if params:
             query = (query + "&" if query else "") + urlencode(params)
-        if query:
-            target += "?" + query
+        target = (parts.path or "/") + ("?" + query if query else "")
         head_items = list(headers.items() if isinstance(headers, Mapping) else headers or [])
         body = b""
         if json is not None:
@@ -168,9 +203,12 @@ class LeanClient:
             head_items.append(("Content-Type", "application/json"))
         elif content is not None:
             body = bytes(content) if not isinstance(content, bytes) else content
+        if auth is not None:
+            head_items += auth.headers_for(method, parts.path or "/", query, body, dict(head_items)).items()
         host = parts.netloc.rpartition("@")[2]
-        head = request_head(method, target, host, head_items, len(body))
-        timeouts = Timeouts.of(timeout) if timeout is not None else self._timeout
+        request = request_head(method, target, host, head_items, len(body))
+        timeouts = Timeouts.of(limits) if limits is not None else self._timeout
+        display = f"{parts.scheme}://{host}{target}"
         try:
             with trio.fail_after(timeouts.pool):
                 await self._slots.acquire()
@@ -180,14 +218,36 @@ class LeanClient:
             for attempt in (1, 2):
                 conn, reused = await self._checkout(origin, timeouts)
                 try:
-                    return await self._exchange(conn, origin, method, url, head, body, timeouts)
+                    head = await self._send(conn, method, display, request, body, timeouts)
                 except _StaleConnection:
+                    await trio.aclose_forcefully(conn.stream)
                     if not reused or attempt == 2 or method not in IDEMPOTENT:
                         raise httpx.RemoteProtocolError(
                             f"{host}: the server closed the connection without answering") from None
-            raise AssertionError("unreachable")
+                    continue
+                except BaseException:
+                    await trio.aclose_forcefully(conn.stream)
+                    raise
+                try:
+                    yield conn, head, display, timeouts
+                except ProtocolError as exc:
+                    conn.finished = False
+                    raise httpx.RemoteProtocolError(f"{display}: {exc}") from None
+                finally:
+                    await self._checkin(origin, conn, head)
+                return
         finally:
             self._slots.release()
+
+    async def _checkin(self, origin: tuple[str, str, int], conn: _Connection, head: ResponseHead) -> None:
+        idle = self._idle.setdefault(origin, [])
+        reusable = conn.finished and head.keep_alive and head.framing != "close" and not conn.buf
+        if reusable and not self._closed and len(idle) < self._max_idle:
+            conn.finished = False
+            conn.idle_since = time.monotonic()
+            idle.append(conn)
+        else:
+            await trio.aclose_forcefully(conn.stream)
 
     async def _checkout(self, origin: tuple[str, str, int], timeouts: Timeouts) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)
@@ -222,36 +282,25 @@ class LeanClient:
             raise httpx.ConnectError(f"{host}:{port}: {exc}") from None
         return _Connection(stream, fd)
 
-    async def _exchange(self, conn: _Connection, origin: tuple[str, str, int], method: str, url: str,
-                        head: bytes, body: bytes, timeouts: Timeouts) -> LeanResponse:
-        clean = False
+    async def _send(self, conn: _Connection, method: str, url: str, head: bytes, body: bytes,
+                    timeouts: Timeouts) -> ResponseHead:
         try:
-            try:
-                with trio.fail_after(timeouts.write):
-                    if len(body) <= 64 * 1024:
-                        await conn.stream.send_all(head + body)
-                    else:
-                        await conn.stream.send_all(head)
-                        view = memoryview(body)
-                        for start in range(0, len(view), 1024 * 1024):
-                            await conn.stream.send_all(view[start:start + 1024 * 1024])
-            except trio.TooSlowError:
-                raise httpx.WriteTimeout(f"{url}: request not sent within {timeouts.write} s") from None
-            except (trio.BrokenResourceError, OSError) as exc:
-                raise _StaleConnection() from exc
-            response_head = await self._read_head(conn, method, url, timeouts)
-            content = await self._read_body(conn, response_head, url, timeouts)
-            clean = response_head.keep_alive and response_head.framing != "close" and not conn.buf
-            return LeanResponse(method, url, response_head.status, response_head.headers, content)
+            with trio.fail_after(timeouts.write):
+                if len(body) <= 64 * 1024:
+                    await conn.stream.send_all(head + body)
+                else:
+                    await conn.stream.send_all(head)
+                    view = memoryview(body)
+                    for start in range(0, len(view), 1024 * 1024):
+                        await conn.stream.send_all(view[start:start + 1024 * 1024])
+        except trio.TooSlowError:
+            raise httpx.WriteTimeout(f"{url}: request not sent within {timeouts.write} s") from None
+        except (trio.BrokenResourceError, OSError) as exc:
+            raise _StaleConnection() from exc
+        try:
+            return await self._read_head(conn, method, url, timeouts)
         except ProtocolError as exc:
             raise httpx.RemoteProtocolError(f"{url}: {exc}") from None
-        finally:
-            idle = self._idle.setdefault(origin, [])
-            if clean and not self._closed and len(idle) < self._max_idle:
-                conn.idle_since = time.monotonic()
-                idle.append(conn)
-            else:
-                await trio.aclose_forcefully(conn.stream)
 
     async def _receive(self, conn: _Connection, url: str, seconds: float) -> bytes:
         try:
@@ -272,6 +321,7 @@ class LeanClient:
                 parsed = parse_head(block, method=method)
                 if 100 <= parsed.status < 200:  # an interim answer: the real one follows
                     continue
+                conn.finished = parsed.framing == "none"
                 return parsed
             if len(conn.buf) > MAX_HEAD:
                 raise ProtocolError("response head too large")
@@ -288,46 +338,81 @@ class LeanClient:
             first = False
             conn.buf += data
 
-    async def _read_body(self, conn: _Connection, head: ResponseHead, url: str, timeouts: Timeouts) -> bytes:
+    async def _read_length(self, conn: _Connection, length: int, url: str, timeouts: Timeouts) -> bytes:
+        """A Content-Length body, whole (the common case: one copy out of the connection buffer)."""
+        if length > self._max_body:
+            raise ProtocolError(f"body of {length} bytes is over the limit of {self._max_body}")
+        while len(conn.buf) < length:
+            data = await self._receive(conn, url, timeouts.read)
+            if not data:
+                raise httpx.RemoteProtocolError(f"{url}: connection closed inside the body")
+            conn.buf += data
+        content = bytes(conn.buf[:length])
+        del conn.buf[:length]
+        return content
+
+    async def _body(self, conn: _Connection, head: ResponseHead, url: str,
+                    timeouts: Timeouts) -> AsyncIterator[bytes]:
+        """The answer's body in pieces as they arrive, whatever its framing; sets `conn.finished`
+        once the end was read (the connection may then be reused)."""
         if head.framing == "none":
-            return b""
+            conn.finished = True
+            return
         if head.framing == "length":
-            if head.length > self._max_body:
-                raise ProtocolError(f"body of {head.length} bytes is over the limit of {self._max_body}")
-            while len(conn.buf) < head.length:
-                data = await self._receive(conn, url, timeouts.read)
-                if not data:
-                    raise httpx.RemoteProtocolError(f"{url}: connection closed inside the body")
-                conn.buf += data
-            content = bytes(conn.buf[: head.length])
-            del conn.buf[: head.length]
-            return content
-        parts: list[bytes] = []
-        size = 0
-        if head.framing == "chunked":
+            remaining = head.length
+            while remaining:
+                if not conn.buf:
+                    data = await self._receive(conn, url, timeouts.read)
+                    if not data:
+                        raise httpx.RemoteProtocolError(f"{url}: connection closed inside the body")
+                    conn.buf += data
+                piece = bytes(conn.buf[:remaining])
+                del conn.buf[: len(piece)]
+                remaining -= len(piece)
+                yield piece
+        elif head.framing == "chunked":
             decoder = ChunkedDecoder()
             data, conn.buf = bytes(conn.buf), bytearray()
             while True:
                 for piece in decoder.feed(data):
-                    size += len(piece)
-                    if size > self._max_body:
-                        raise ProtocolError(f"chunked body over the limit of {self._max_body} bytes")
-                    parts.append(piece)
+                    yield piece
                 if decoder.done:
                     conn.buf += decoder.leftover
-                    return b"".join(parts)
+                    break
                 data = await self._receive(conn, url, timeouts.read)
                 if not data:
                     raise httpx.RemoteProtocolError(f"{url}: connection closed inside a chunked body")
-        parts.append(bytes(conn.buf))  # "close": everything until the peer closes
-        size = len(conn.buf)
-        conn.buf.clear()
-        while data := await self._receive(conn, url, timeouts.read):
-            size += len(data)
-            if size > self._max_body:
-                raise ProtocolError(f"body over the limit of {self._max_body} bytes")
-            parts.append(data)
-        return b"".join(parts)
+        else:  # "close": everything until the peer closes
+            if conn.buf:
+                yield bytes(conn.buf)
+                conn.buf.clear()
+            while data := await self._receive(conn, url, timeouts.read):
+                yield data
+        conn.finished = True
+
+
+class LeanStream:
+    """An answer whose body is still on the wire: `status_code`, `headers`, then `aiter_raw()`."""
+
+    def __init__(self, client: LeanClient, conn: _Connection, head: ResponseHead, url: str,
+                 timeouts: Timeouts) -> None:
+        self._client, self._conn, self._head, self.url, self._timeouts = client, conn, head, url, timeouts
+        self.status_code = head.status
+        self.headers = head.headers
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._client._body(self._conn, self._head, self.url, self._timeouts)
+
+    async def aread(self) -> bytes:
+        return b"".join([piece async for piece in self.aiter_raw()])
+
+
+class Signer(Protocol):
+    """What signs an internal request (arkor.security.ClusterAuth): extra headers computed over the
+    method, the path and query as sent, the body and the other headers."""
+
+    def headers_for(self, method: str, path: str, query: str, body: bytes,
+                    headers: Mapping[str, str]) -> Mapping[str, str]: ...
 
 
 class _StaleConnection(Exception):

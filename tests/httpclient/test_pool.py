@@ -158,3 +158,41 @@ async def test_first_byte_and_idle_read_timeouts_are_separate(nursery: trio.Nurs
     async with LeanClient() as client:
         with pytest.raises(httpx.ReadTimeout, match="0.2 s"):
             await client.request("GET", url + "/", timeout=Timeouts(1, 0.2, 1, 1, first_byte=1.0))
+
+
+class _HeaderSigner:
+    def headers_for(self, method: str, path: str, query: str, body: bytes,
+                    headers: dict[str, str]) -> dict[str, str]:
+        return {"X-Signed": f"{method} {path} {query} {len(body)} {headers.get('x-a', '')}"}
+
+
+async def test_signer_sees_what_goes_on_the_wire(nursery: trio.Nursery) -> None:
+    seen: list[bytes] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(4096)
+        seen.append(data)
+        await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    url = await raw_server(nursery, record)
+    async with LeanClient(timeout=FAST) as client:
+        reply = await client.request("POST", url + "/p%2Fq", content=b"abc", params={"k": "v"},
+                                     headers={"x-a": "1"}, auth=_HeaderSigner())
+    assert reply.status_code == 204 and reply.content == b""
+    assert b"X-Signed: POST /p%2Fq k=v 3 1\r\n" in seen[0]
+
+
+async def test_stream_reads_as_iterated_and_only_a_finished_body_is_pooled(hyper_url: str) -> None:
+    big = bytes(range(256)) * 8_000
+    async with LeanClient(timeout=FAST) as client:
+        origin = ("http", "127.0.0.1", int(hyper_url.rsplit(":", 1)[1]))
+        async with client.stream("PUT", hyper_url + "/big", content=big) as response:
+            assert response.status_code == 201
+            assert await response.aread() == big
+        assert len(client._idle[origin]) == 1
+        async with client.stream("PUT", hyper_url + "/big", content=big) as response:
+            async for _piece in response.aiter_raw():
+                break  # walked away from the body: that connection cannot be reused
+        assert len(client._idle[origin]) == 0
