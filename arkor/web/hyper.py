@@ -12,6 +12,7 @@ Why not plain `hypercorn.trio.serve`:
   (`arkor_http_connection_errors_total`), and a busy stream is treated as a closed one.
 - h11 accepts Content-Length together with Transfer-Encoding (RFC 9112 6.3: reject and close),
   and enforces `max_incomplete_event_size` only on heads that arrive in several reads.
+- every 503 carries `Retry-After` (the app's own, else 2 s).
 - hypercorn answers `Expect: 100-continue` before the app runs. Here `100 Continue` goes out when
   the app first asks for the body, that is after its auth, size and precondition checks; an app
   that answers without reading gets its answer out and the connection closed.
@@ -53,6 +54,9 @@ FRAMING_REJECTS = Counter(
 )
 
 
+RETRY_AFTER = b"2"  # seconds, on a 503 that does not say
+
+
 class _ContinueApp:
     """Wraps the ASGI app of one request: `100 Continue` on its first body read, not before."""
 
@@ -68,6 +72,8 @@ class _ContinueApp:
             nonlocal refused
             if message is not None and message.get("type") == "http.response.start":
                 refused = protocol.waiting_for_continue()
+                if message.get("status") == 503:
+                    message = _with_retry_after(message)
             await send(message)
 
         async def continue_receive() -> Any:
@@ -87,6 +93,15 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b"Unknown"
+
+
+def _with_retry_after(message: Any) -> Any:
+    """A 503 of any role says when to come back (git-lfs and the S3 SDKs retry on it)."""
+    headers = list(message.get("headers", []))
+    if not any(bytes(name).lower() == b"retry-after" for name, _ in headers):
+        headers.append((b"retry-after", RETRY_AFTER))
+        message = {**message, "headers": headers}
+    return message
 
 
 class StrictH11Protocol(H11Protocol):
@@ -280,7 +295,10 @@ async def serve_listeners(
     )
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
+        try:
+            await lifespan.wait_for_startup()
+        except trio.ClosedResourceError:
+            pass  # an app that returned from its lifespan scope (no lifespan support)
         async with trio.open_nursery() as server_nursery:
             task_status.started()
             try:
@@ -299,5 +317,8 @@ async def serve_listeners(
             finally:
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
+        try:
+            await lifespan.wait_for_shutdown()
+        except trio.ClosedResourceError:
+            pass  # an app that returned from its lifespan scope (no lifespan support)
         lifespan_nursery.cancel_scope.cancel()

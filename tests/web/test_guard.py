@@ -91,3 +91,27 @@ async def test_failing_connections_do_not_end_the_server() -> None:
         nursery.cancel_scope.cancel()
     assert listener.accepted >= 5
     assert errors("RuntimeError") == before + 1
+
+
+async def test_every_503_carries_retry_after() -> None:
+    async def busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        own = [(b"retry-after", b"7")] if scope["path"] == "/own" else []
+        await send({"type": "http.response.start", "status": 503, "headers": own})
+        await send({"type": "http.response.body", "body": b"busy"})
+
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    config = hypercorn_config(HttpConfig(), "127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: serve_listeners(
+            busy, config, [trio.SocketListener(sock)], max_head_bytes=16384,
+            task_status=task_status))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/")).headers.get("retry-after") == "2"
+            own = await client.get("/own")
+            assert own.headers.get_list("retry-after") == ["7"]
+        nursery.cancel_scope.cancel()
