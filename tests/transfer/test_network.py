@@ -152,6 +152,10 @@ def test_silent_slow_and_dead_replica(net: Net) -> None:
                     response, took = timed(client, "GET", f"{net.url}/v1/net/{key}")
                     assert response.status_code == 200 and response.content == body
                     gets.append(took)
+            if mode == "blackhole":  # what an operator sees
+                metrics = client.get(f"{net.url}/metrics").text
+                assert f'arkor_transfer_circuit_open{{replica="{silent.url}"}} 1.0' in metrics
+                assert "arkor_transfer_hedged_reads_total" in metrics
             if mode == "dead":
                 silent.reopen()
             summary(f"PUT with g1r1 {mode}", puts)
