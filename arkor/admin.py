@@ -21,7 +21,7 @@ import trio
 from arkor.config import load_config
 from arkor.errors import ArkorError
 from arkor.model import ServerInfo
-from arkor.security import effective_secret
+from arkor.security import configured_secret
 from arkor.transfer.registry_client import HttpRegistry
 from arkor.web.serve import client_verify
 
@@ -92,7 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     registry_url = args.registry or config.object.registry
     try:
-        report = trio.run(collect, registry_url, effective_secret(config.cluster.secret),
+        report = trio.run(collect, registry_url, configured_secret(config.cluster.secret),
                           client_verify(config.http))
     except (ArkorError, httpx.InvalidURL, ValueError) as exc:
         print(f"arkor: admin status: {exc}", file=sys.stderr)
@@ -107,7 +107,7 @@ def cmd_remove_server(args: argparse.Namespace) -> int:
 
     async def remove() -> ServerInfo:
         async with httpx.AsyncClient(verify=client_verify(config.http)) as client:
-            registry = HttpRegistry(registry_url, effective_secret(config.cluster.secret), client, TIMEOUT)
+            registry = HttpRegistry(registry_url, configured_secret(config.cluster.secret), client, TIMEOUT)
             return await registry.remove_server(args.server_id, force=args.force)
 
     try:

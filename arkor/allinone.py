@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,10 @@ def allinone_config(config: Config) -> Config:
     registry_url = f"http://{ac.host}:{ac.registryPort}"
     return dataclasses.replace(
         config,
+        # No configured secret: a random one for this process (every role lives here), never a
+        # built-in one (docs/security.md).
+        cluster=dataclasses.replace(config.cluster,
+                                    secret=config.cluster.secret or secrets.token_urlsafe(32)),
         registry=dataclasses.replace(
             config.registry, host=ac.host, port=ac.registryPort, dataDir=str(base / "registry")
         ),

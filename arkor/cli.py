@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from arkor import __version__, admin
-from arkor.config import Config, ConfigError, load_config
+from arkor.config import Config, ConfigError, check_role, load_config
 
 # role name -> module with `async def run(config: Config) -> None`
 ROLES = {
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(yaml.safe_dump(dump_config(config), sort_keys=False), end="")
                 return 0
+            check_role(config, args.command)
             from arkor.logs import setup_logging
 
             setup_logging(config.run, args.command)

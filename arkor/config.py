@@ -131,9 +131,12 @@ class AccessKey:
     name: str = ""
     accessKey: str = ""
     secretKey: str = ""
-    # Git LFS repositories ("namespace/repo") or "*" this user may read / write.
+    # Buckets (v1, S3) and Git LFS repositories ("namespace/repo") this user may read / write,
+    # shell-style wildcards, "*" for all; write implies read.
     read: list[str] = field(default_factory=lambda: ["*"])
     write: list[str] = field(default_factory=lambda: ["*"])
+    # The "admin" right: force-unlock others' LFS locks, list the reserved git-lfs bucket.
+    admin: bool = False
 
 
 @dataclass
@@ -397,9 +400,27 @@ def _validate(config: Config) -> None:
             raise ConfigError("auth.users: runMode prod needs at least one access key")
         if config.auth.anonymousLoopback:
             raise ConfigError("auth.anonymousLoopback: must be false in runMode prod")
+    access_keys: dict[str, int] = {}
+    secret_keys: dict[str, int] = {}
     for i, user in enumerate(config.auth.users):
         if not user.accessKey or not user.secretKey:
             raise ConfigError(f"auth.users[{i}]: accessKey and secretKey are required")
+        if user.accessKey in access_keys:
+            raise ConfigError(f"auth.users[{i}].accessKey: {user.accessKey!r} is already the access key "
+                              f"of auth.users[{access_keys[user.accessKey]}]")
+        if user.secretKey in secret_keys:  # a Bearer secret must name one user; never echo it
+            other = secret_keys[user.secretKey]
+            raise ConfigError(f"auth.users[{i}].secretKey: the same as auth.users[{other}]'s "
+                              "(two users may not share a secret key)")
+        access_keys[user.accessKey] = secret_keys[user.secretKey] = i
+
+
+def check_role(config: Config, role: str) -> None:
+    """Start-up checks that depend on the role: a role run as its own process signs and verifies
+    requests between processes, so it needs the shared secret (allinone makes up a random one)."""
+    if role in ("registry", "data", "object") and not config.cluster.secret:
+        raise ConfigError(f"cluster.secret: required to run `arkor {role}` as a separate process "
+                          "(shared by every role; only `arkor allinone` can do without one)")
 
 
 def load_config(
@@ -467,6 +488,7 @@ __all__ = [
     "ObjectConfig",
     "RegistryConfig",
     "Size",
+    "check_role",
     "dump_config",
     "load_config",
     "parse_duration",

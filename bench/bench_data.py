@@ -42,7 +42,7 @@ from arkor.data.idxfile import IDX_HEADER, IDX_MAGIC, Record, idx_path
 from arkor.data.store import NeedleStore
 from arkor.data.volume import dat_path
 from arkor.fileid import FileID
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import signed_headers
 from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx
 from tests.procs import ArkorProcess, PeakRss, free_port, write_config
 
@@ -51,8 +51,8 @@ SECRET = "bench-data-secret"
 
 def headers_for(fid: FileID, data: bytes) -> dict[str, str]:
     path = f"/needles/{fid}"
-    signature = sign(effective_secret(SECRET), "PUT", path)
-    return {SIGNATURE_HEADER: signature, "x-arkor-crc32c": str(crc32c(data))}
+    crc = crc32c(data)
+    return {**signed_headers(SECRET.encode(), "PUT", path, crc32c=crc), "x-arkor-crc32c": str(crc)}
 
 
 async def small_requests(url: str, n: int, concurrency: int, method: str, paths: list[str]) -> float:
@@ -60,14 +60,15 @@ async def small_requests(url: str, n: int, concurrency: int, method: str, paths:
     one keep-alive connection per concurrent client."""
     todo = iter(range(n))
     body = os.urandom(1024)
-    crc = str(crc32c(body))
-    secret = effective_secret(SECRET)
+    crc_value = crc32c(body)
+    crc = str(crc_value)
+    secret = SECRET.encode()
 
     async def worker(conn: RawHttp) -> None:
         for i in todo:
             path = paths[i]
             if method == "PUT":
-                headers = {SIGNATURE_HEADER: sign(secret, "PUT", path), "x-arkor-crc32c": crc}
+                headers = {**signed_headers(secret, "PUT", path, crc32c=crc_value), "x-arkor-crc32c": crc}
                 status, data = await conn.request("PUT", path, headers, body)
                 assert status == 201, (status, data)
             else:

@@ -31,7 +31,6 @@ from arkor.registry.main import open_service
 from arkor.registry.mysql_store import MysqlStore
 from arkor.registry.service import RegistryService
 from arkor.registry.store import Tx
-from arkor.security import effective_secret
 from arkor.transfer.contracts import Registry
 from arkor.transfer.registry_client import HttpRegistry
 from bench.common import machine
@@ -161,7 +160,7 @@ async def bench_backend(
             async with httpx.AsyncClient(
                 timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
             ) as client:
-                reg = HttpRegistry(proc.url, effective_secret(SECRET), client, 60.0)
+                reg = HttpRegistry(proc.url, SECRET.encode(), client, 60.0)
                 c, g = await commits_and_lookups(reg, "http", args.ops, args.concurrency)
                 results.append([backend, "HTTP (1 registry process)", f"{c:,.0f}", f"{g:,.0f}"])
                 print(f"{backend} HTTP: {c:.0f} commits/s, {g:.0f} lookups/s", file=sys.stderr)

@@ -18,9 +18,9 @@ from typing import Any
 from arkor.config import Config, DataConfig
 from arkor.data.repair import Repairer
 from arkor.data.store import NeedleStore, SizeMismatch
-from arkor.errors import ArkorError, BadRequest, Forbidden, LengthRequired, Unauthorized
+from arkor.errors import ArkorError, BadRequest, LengthRequired
 from arkor.fileid import FileID
-from arkor.security import SIGNATURE_HEADER, effective_secret, verify
+from arkor.security import SIGNATURE_HEADER, Verifier, configured_secret, digest_of
 from arkor.web import semantics
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
@@ -39,6 +39,7 @@ class ServerState:
     data: DataConfig
     secret: bytes
     server_id: str
+    verifier: Verifier
     url: str = ""
     serving: bool = True
 
@@ -74,11 +75,15 @@ def needle_size(request: Request) -> int:
     return length
 
 
-def check_signature(state: ServerState, method: str, raw_path: str, header: str | None) -> None:
-    if not header:
-        raise Unauthorized("this operation needs the cluster signature (X-Arkor-Signature)")
-    if not verify(state.secret, method, raw_path, header):
-        raise Forbidden("the cluster signature is invalid or expired", code="invalid_signature")
+def check_signature(state: ServerState, method: str, raw_path: str, query: str, header: str | None,
+                    crc32c: int | None = None) -> None:
+    """A needle PUT is signed over its X-Arkor-Crc32c (which the store checks the body against);
+    the other signed routes carry no body."""
+    state.verifier.check(method, raw_path, query, header, digest_of(b"", crc32c))
+
+
+def _query(request: Request) -> str:
+    return request.scope.get("query_string", b"").decode("latin-1")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -101,8 +106,9 @@ def _needle_headers(size: int, crc: int, timestamp: int) -> list[tuple[str, str]
 def build_app(
     config: Config, data: DataConfig, store: NeedleStore, server_id: str
 ) -> tuple[ASGIApp, ServerState]:
-    state = ServerState(store=store, data=data, secret=effective_secret(config.cluster.secret),
-                        server_id=server_id)
+    secret = configured_secret(config.cluster.secret)
+    state = ServerState(store=store, data=data, secret=secret, server_id=server_id,
+                        verifier=Verifier(secret))
     router = StreamRouter(fallback=_control_app(state))
     fid_route = r"/needles/(?P<fid>[^/]+)"
 
@@ -112,12 +118,13 @@ def build_app(
     async def put_needle(request: Request) -> Response:
         try:
             fid = fid_of(request)
-            check_signature(state, "PUT", request.raw_path, request.headers.get(SIGNATURE_HEADER))
+            crc = parse_crc(request.headers.get(CRC_HEADER))
+            check_signature(state, "PUT", request.raw_path, _query(request),
+                            request.headers.get(SIGNATURE_HEADER), crc)
             if fid.group != data.group:
                 raise BadRequest(f"file ID {fid} belongs to group {fid.group}, this server to {data.group}",
                                  code="wrong_group")
             size = needle_size(request)
-            crc = parse_crc(request.headers.get(CRC_HEADER))
             chunks = request.body_chunks(max_size=int(data.maxNeedleSize),
                                          chunk_timeout=float(data.bodyTimeout))
             created = await store.put(fid, chunks, size, crc)
@@ -150,7 +157,8 @@ def build_app(
 
     async def delete_needle(request: Request) -> Response:
         fid = fid_of(request)
-        check_signature(state, "DELETE", request.raw_path, request.headers.get(SIGNATURE_HEADER))
+        check_signature(state, "DELETE", request.raw_path, _query(request),
+                        request.headers.get(SIGNATURE_HEADER))
         deleted = await store.delete(fid)
         return Response.json({"fid": str(fid), "deleted": deleted})
 
@@ -179,6 +187,7 @@ def _control_app(state: ServerState) -> Any:
     def signed(method: str) -> None:
         raw = request.scope.get("raw_path") or request.path.encode()
         check_signature(state, method, raw.decode("latin-1").split("?", 1)[0],
+                        request.scope.get("query_string", b"").decode("latin-1"),
                         request.headers.get(SIGNATURE_HEADER))
 
     @app.get("/healthz")

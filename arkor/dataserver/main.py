@@ -25,7 +25,7 @@ from arkor.data.scrub import Scrubber
 from arkor.data.store import NeedleStore
 from arkor.dataserver.app import ServerState, build_app, with_repair_routes
 from arkor.model import ServerInfo
-from arkor.security import effective_secret
+from arkor.security import configured_secret
 from arkor.transfer.contracts import Registry
 from arkor.transfer.data_client import HttpReplica
 from arkor.transfer.registry_client import HttpRegistry
@@ -171,7 +171,7 @@ async def serve_data_server(
 
 async def run(config: Config) -> None:
     data = config.data
-    secret = effective_secret(config.cluster.secret)
+    secret = configured_secret(config.cluster.secret)
     async with httpx.AsyncClient(verify=client_verify(config.http),
                                  timeout=httpx.Timeout(10.0, connect=5.0)) as client:
         registry: Registry | None = None

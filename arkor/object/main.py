@@ -24,7 +24,7 @@ from arkor.model import ServerInfo
 from arkor.object.app import ObjectContext, build_object_app
 from arkor.object.auth import Authenticator
 from arkor.object.service import ObjectService
-from arkor.security import effective_secret
+from arkor.security import configured_secret
 from arkor.transfer.contracts import Registry, Replica
 from arkor.transfer.placement import ReplicaFactory
 from arkor.transfer.timeouts import Timeouts
@@ -78,7 +78,7 @@ def http_replica_factory(config: Config, client: httpx.AsyncClient) -> ReplicaFa
     """Replicas over HTTP, one client object per data-server URL."""
     from arkor.transfer.data_client import HttpReplica
 
-    secret = effective_secret(config.cluster.secret)
+    secret = configured_secret(config.cluster.secret)
     timeout = Timeouts.from_config(config.object, "replica")
     cache: dict[str, Replica] = {}
 
@@ -94,7 +94,7 @@ def http_replica_factory(config: Config, client: httpx.AsyncClient) -> ReplicaFa
 async def _serve_http(config: Config, bind: str | None, s3_bind: str | None = None) -> None:
     from arkor.transfer.registry_client import HttpRegistry
 
-    secret = effective_secret(config.cluster.secret)
+    secret = configured_secret(config.cluster.secret)
     async with http_client(config) as client:
         registry = HttpRegistry(
             config.object.registry, secret, client, Timeouts.from_config(config.object, "registry")

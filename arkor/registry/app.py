@@ -8,6 +8,7 @@ Bad input is a 4xx JSON error with a stable code; a metadata store that is down 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,10 @@ from typing import Any
 
 import trio
 
-from arkor.errors import ArkorError, BadRequest, ServiceUnavailable, Unauthorized
+from arkor.errors import ArkorError, BadRequest, ServiceUnavailable
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
-from arkor.security import SIGNATURE_HEADER, verify
+from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
 from arkor.web.semantics import parse_uint
@@ -66,17 +67,21 @@ def _split_object_path(request: Request) -> tuple[str, str]:
         raise BadRequest("bucket and key must be valid UTF-8", code="invalid_object_name") from None
 
 
+def _query(request: Request) -> str:
+    return request.scope.get("query_string", b"").decode("latin-1")
+
+
 def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     router = StreamRouter()
     errors = _db_errors()
+    verifier = Verifier(secret)
 
     def route(pattern: str, methods: list[str], *, signed: bool = True) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
             async def wrapped(request: Request) -> Response:
-                if signed and not verify(
-                    secret, request.method, request.raw_path, request.headers.get(SIGNATURE_HEADER)
-                ):
-                    raise Unauthorized("missing or invalid cluster signature", code="bad_signature")
+                if signed:
+                    verifier.check(request.method, request.raw_path, _query(request),
+                                   request.headers.get(SIGNATURE_HEADER), declared_digest(request.headers))
                 try:
                     return await handler(request)
                 except ArkorError:
@@ -93,7 +98,12 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
         return decorator
 
     async def body_json(request: Request, limit: int = MAX_JSON) -> Any:
-        return await request.read_json(max_size=limit, chunk_timeout=BODY_TIMEOUT)
+        body = await request.read_body(max_size=limit, chunk_timeout=BODY_TIMEOUT)
+        check_body(body, request.headers.get(CONTENT_SHA256_HEADER))  # the body that was signed
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("request body is not valid JSON", code="malformed_json") from None
 
     @route("/healthz", ["GET", "HEAD"], signed=False)
     async def healthz(request: Request) -> Response:

@@ -25,7 +25,7 @@ from arkor.registry.reaper import NeedleLister, Reaper, ReplicaFactory
 from arkor.registry.service import RegistryService
 from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import ClusterAuth, configured_secret
 from arkor.transfer.contracts import Replica
 from arkor.web.serve import client_verify, serve_app
 
@@ -85,7 +85,7 @@ def _http_replicas(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
     """Replicas over HTTP (arkor.transfer.data_client), sharing one pooled client."""
     from arkor.transfer.data_client import HttpReplica
 
-    secret = effective_secret(config.cluster.secret)
+    secret = configured_secret(config.cluster.secret)
     cache: dict[str, Replica] = {}
 
     def factory(server: ServerInfo) -> Replica:
@@ -99,15 +99,13 @@ def _http_replicas(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
 
 def http_needle_lister(config: Config, client: httpx.AsyncClient) -> NeedleLister:
     """Page through a data server's signed key listing (GET /needles?after=<hex>&limit=N)."""
-    secret = effective_secret(config.cluster.secret)
+    auth = ClusterAuth(configured_secret(config.cluster.secret))
 
     async def lister(server: ServerInfo) -> AsyncIterator[NeedleInfo]:
         after = "0"
         while True:
-            headers = {SIGNATURE_HEADER: sign(secret, "GET", "/needles")}
             response = await client.get(
-                server.url.rstrip("/") + "/needles", params={"after": after, "limit": "1000"},
-                headers=headers,
+                server.url.rstrip("/") + "/needles", params={"after": after, "limit": "1000"}, auth=auth
             )
             response.raise_for_status()
             page = response.json()
@@ -130,7 +128,7 @@ async def serve_registry(
     """Serve the registry until cancelled; `task_status.started` gets the RegistryService."""
     rc = config.registry
     async with open_service(config) as service, trio.open_nursery() as nursery:
-        app = build_app(service, effective_secret(config.cluster.secret))
+        app = build_app(service, configured_secret(config.cluster.secret))
         await nursery.start(partial(serve_app, app, config.http, f"{rc.host}:{rc.port}"))
         nursery.start_soon(_reap, config, service, replica_factory)
         nursery.start_soon(_membership_gauges, service, max(float(rc.heartbeatTimeout) / 3, 0.5))

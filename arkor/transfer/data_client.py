@@ -23,7 +23,7 @@ from arkor.checksum import crc32c as compute_crc32c
 from arkor.errors import ArkorError, CorruptNeedle, NotFound, ServiceUnavailable, from_response
 from arkor.fileid import FileID
 from arkor.model import NeedleInfo
-from arkor.security import SIGNATURE_HEADER, sign
+from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
 
 CRC_HEADER = "x-arkor-crc32c"
@@ -38,15 +38,13 @@ class HttpReplica:
         self.client = client
         self.timeouts = Timeouts.of(timeout)
         self._prefix = urlsplit(self.url).path
+        self._auth = ClusterAuth(secret)
 
     def __repr__(self) -> str:
         return f"HttpReplica({self.url})"
 
     def _path(self, fid: FileID) -> str:
         return f"{self._prefix}/needles/{fid}"
-
-    def _signed(self, method: str, path: str) -> dict[str, str]:
-        return {SIGNATURE_HEADER: sign(self.secret, method, path)}
 
     async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         """Send, wait for the head within the first-byte timeout (for a PUT: counted from the end
@@ -55,6 +53,7 @@ class HttpReplica:
         t = self.timeouts
         url = self.url + path[len(self._prefix):]
         sends_body = method == "PUT"
+        auth = kwargs.pop("auth", None)  # ClusterAuth for the signed routes (build_request takes none)
         request = self.client.build_request(
             method, url, timeout=t.httpx(head=sends_body), **kwargs  # type: ignore[arg-type]
         )
@@ -62,11 +61,11 @@ class HttpReplica:
         try:
             with trio.fail_after(t.transfer):
                 if sends_body:
-                    response = await self.client.send(request)
+                    response = await self.client.send(request, auth=auth)  # type: ignore[arg-type]
                 else:
                     phase = "first byte"
                     with trio.fail_after(t.first_byte):
-                        response = await self.client.send(request, stream=True)
+                        response = await self.client.send(request, stream=True, auth=auth)  # type: ignore[arg-type]
                     phase = "transfer"
                     try:
                         await response.aread()
@@ -85,9 +84,10 @@ class HttpReplica:
 
     async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
         path = self._path(fid)
-        headers = {**self._signed("PUT", path), "x-arkor-crc32c": str(crc32c),
-                   "content-type": "application/octet-stream"}
-        await self._request("PUT", path, content=bytes(data), headers=headers)
+        # Signed over the CRC32C the engine computed (not a hash of the body): the data server
+        # checks the body against that same header, so the signature covers the body for free.
+        headers = {"x-arkor-crc32c": str(crc32c), "content-type": "application/octet-stream"}
+        await self._request("PUT", path, content=bytes(data), headers=headers, auth=self._auth)
 
     async def get_needle(self, fid: FileID, offset: int = 0, length: int | None = None) -> bytes:
         headers = {}
@@ -122,7 +122,7 @@ class HttpReplica:
 
     async def delete_needle(self, fid: FileID) -> None:
         path = self._path(fid)
-        await self._request("DELETE", path, headers=self._signed("DELETE", path))
+        await self._request("DELETE", path, auth=self._auth)
 
     async def list_needles(self) -> AsyncIterator[NeedleInfo]:
         """Every live needle, in key order, from the signed repair listing (GET /needles): what
@@ -141,7 +141,7 @@ class HttpReplica:
         the key to continue after, None after the last page."""
         path = f"{self._prefix}/needles"
         params = {"after": f"{after:x}", "limit": str(limit)}
-        response = await self._request("GET", path, params=params, headers=self._signed("GET", path))
+        response = await self._request("GET", path, params=params, auth=self._auth)
         body = response.json()
         next_after = body.get("next_after")
         return body["needles"], None if next_after is None else int(next_after, 16)

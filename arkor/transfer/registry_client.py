@@ -1,13 +1,14 @@
 """HttpRegistry: the `Registry` contract over the registry center's internal HTTP API.
 
-Every request is signed with the cluster secret (arkor/security.py) over the exact path sent on the
-wire. Error responses are rebuilt into the same ArkorError subclasses the in-process service raises
-(`errors.from_response`); a registry that cannot be reached (refused, reset, timed out) is
-ServiceUnavailable (code registry_unavailable), so callers handle one family of errors whichever
-implementation they hold. Calls have their own `Timeouts` (object.registry*Timeout), much shorter
-than the data path's: an object server cut from the registry answers 503 within them. Nothing is
-cached here: manifests change under concurrent writers and a stale one could serve deleted data.
-The wire forms are the `to_json` forms of arkor/model.py, documented in docs/specs/Internal.md.
+Every request is signed with the cluster secret (arkor/security.py `ClusterAuth`) over exactly what
+goes on the wire (method, path, query, body digest) with a fresh nonce. Error responses are
+rebuilt into the same ArkorError subclasses the in-process service raises (`errors.from_response`);
+a registry that cannot be reached (refused, reset, timed out) is ServiceUnavailable (code
+registry_unavailable), so callers handle one family of errors whichever implementation they hold.
+Calls have their own `Timeouts` (object.registry*Timeout), much shorter than the data path's: an
+object server cut from the registry answers 503 within them. Nothing is cached here: manifests
+change under concurrent writers and a stale one could serve deleted data. The wire forms are the
+`to_json` forms of arkor/model.py, documented in docs/specs/Internal.md.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from arkor.model import (
     PartInfo,
     ServerInfo,
 )
-from arkor.security import SIGNATURE_HEADER, sign
+from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
 
 PREFIX = "/internal/v1"
@@ -82,6 +83,7 @@ class HttpRegistry:
         self.secret = secret
         self.client = client
         self.timeouts = Timeouts.of(timeout)
+        self._auth = ClusterAuth(secret)
 
     async def _call(
         self,
@@ -95,11 +97,9 @@ class HttpRegistry:
         request = self.client.build_request(
             method, self.base_url + path, json=body, params=params, timeout=t.httpx(head=True)
         )
-        raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
-        request.headers[SIGNATURE_HEADER] = sign(self.secret, method, raw_path)
         try:
             with trio.fail_after(t.transfer):
-                response = await self.client.send(request)
+                response = await self.client.send(request, auth=self._auth)
         except trio.TooSlowError:
             raise ServiceUnavailable(
                 f"registry {self.base_url} did not answer within {t.transfer:g} s",

@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from arkor.model import GroupInfo
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import ClusterAuth
 from arkor.transfer.registry_client import HttpRegistry
 from tests.procs import ArkorProcess, free_port, write_config
 
@@ -71,7 +71,7 @@ class Cluster:
             port = free_port()
             self.objects.append(ArkorProcess("object", path, port, log_path=tmp / f"object{i}.log",
                                              overrides=[f"object.port={port}"]))
-        self.secret = effective_secret(SECRET)
+        self.secret = SECRET.encode()
 
     @property
     def all_data(self) -> list[ArkorProcess]:
@@ -120,7 +120,7 @@ class Cluster:
         while True:
             response = await client.get(
                 url + "/needles", params={"after": after, "limit": "10000"},
-                headers={SIGNATURE_HEADER: sign(self.secret, "GET", "/needles")}, timeout=30,
+                auth=ClusterAuth(self.secret), timeout=30,
             )
             response.raise_for_status()
             body = response.json()

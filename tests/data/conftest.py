@@ -11,10 +11,11 @@ import pytest
 
 from arkor.checksum import crc32c
 from arkor.fileid import FileID
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import ClusterAuth, signed_headers
 from tests.procs import ArkorProcess, free_port, write_config
 
 SECRET = "data-test-cluster-secret"
+AUTH = ClusterAuth(SECRET.encode())  # signs whatever httpx sends (path, query, body digest)
 
 
 def data_config(tmp_path: Path, port: int, **data: Any) -> Path:
@@ -41,12 +42,14 @@ def data_server(tmp_path: Path) -> Iterator[ArkorProcess]:
         proc.stop()
 
 
-def signed(method: str, path: str) -> dict[str, str]:
-    return {SIGNATURE_HEADER: sign(effective_secret(SECRET), method, path)}
+def signed(method: str, path: str, *, crc: int | None = None) -> dict[str, str]:
+    """Signature headers for a body-less request, or a needle PUT signed over its CRC32C."""
+    return signed_headers(SECRET.encode(), method, path, crc32c=crc)
 
 
-def put_headers(fid: FileID, data: bytes) -> dict[str, str]:
-    return {**signed("PUT", f"/needles/{fid}"), "x-arkor-crc32c": str(crc32c(data))}
+def put_headers(fid: FileID, data: bytes, crc: int | None = None) -> dict[str, str]:
+    crc = crc32c(data) if crc is None else crc
+    return {**signed("PUT", f"/needles/{fid}", crc=crc), "x-arkor-crc32c": str(crc)}
 
 
 def put(client: httpx.Client, fid: FileID, data: bytes) -> httpx.Response:

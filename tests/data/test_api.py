@@ -13,9 +13,8 @@ import trio.lowlevel
 from arkor.checksum import crc32c
 from arkor.errors import ChecksumMismatch, Conflict, NotFound
 from arkor.fileid import FileID
-from arkor.security import effective_secret
 from arkor.transfer.data_client import HttpReplica
-from tests.data.conftest import SECRET, delete, payload, put, put_headers, signed, start_data
+from tests.data.conftest import AUTH, SECRET, delete, payload, put, put_headers, start_data
 from tests.procs import ArkorProcess
 
 
@@ -106,7 +105,7 @@ def test_bad_input_gets_4xx_json_and_stores_nothing(client: httpx.Client) -> Non
     other_path = {**put_headers(FileID(1, 0x43, 1), data)}  # signed for another needle
     assert client.put(path, content=data, headers=other_path).status_code == 403
 
-    r = client.put(path, content=data, headers={**put_headers(fid, data), "x-arkor-crc32c": "1234"})
+    r = client.put(path, content=data, headers=put_headers(fid, data, crc=1234))
     assert r.status_code == 400 and error_code(r) == "checksum_mismatch"
     r = client.put(path, content=data, headers={**put_headers(fid, data), "x-arkor-crc32c": "nope"})
     assert r.status_code == 400 and error_code(r) == "invalid_checksum"
@@ -141,7 +140,7 @@ def test_bad_input_gets_4xx_json_and_stores_nothing(client: httpx.Client) -> Non
     assert r.status_code == 401 and error_code(r) == "unauthorized"
     r = client.get("/needles")
     assert r.status_code == 401 and error_code(r) == "unauthorized"
-    r = client.get("/needles", params={"limit": "x"}, headers=signed("GET", "/needles"))
+    r = client.get("/needles", params={"limit": "x"}, auth=AUTH)
     assert r.status_code == 400 and error_code(r) == "invalid_argument"
     r = client.get("/no/such/endpoint")
     assert r.status_code == 404 and error_code(r) == "not_found"
@@ -152,7 +151,7 @@ def test_size_mismatch_longer_body_stores_nothing(data_server: ArkorProcess) -> 
     fid = FileID(1, 0x50, 0x5)
     data = payload(0x50, 3000)
     with httpx.Client(base_url=data_server.url, timeout=30) as client:
-        headers = {**put_headers(fid, data), "x-arkor-crc32c": str(crc32c(data + b"more"))}
+        headers = put_headers(fid, data, crc=crc32c(data + b"more"))
         r = client.put(f"/needles/{fid}", content=data, headers=headers)
         assert r.status_code == 400 and error_code(r) == "checksum_mismatch"
         assert_absent(client, fid)
@@ -182,8 +181,7 @@ def test_listing_status_and_disk_full(tmp_path: Path) -> None:
             seen = []
             after = "0"
             while after is not None:
-                r = client.get("/needles", params={"after": after, "limit": 7},
-                               headers=signed("GET", "/needles"))
+                r = client.get("/needles", params={"after": after, "limit": 7}, auth=AUTH)
                 assert r.status_code == 200, r.text
                 seen += r.json()["needles"]
                 after = r.json()["next_after"]
@@ -210,7 +208,7 @@ def test_listing_status_and_disk_full(tmp_path: Path) -> None:
 
 async def test_http_replica_maps_errors(data_server: ArkorProcess) -> None:
     async with httpx.AsyncClient() as http:
-        replica = HttpReplica(data_server.url, effective_secret(SECRET), http, 30.0)
+        replica = HttpReplica(data_server.url, SECRET.encode(), http, 30.0)
         fid = FileID(1, 0xABC, 0x1234)
         data = payload(0xABC, 3 * 1024 * 1024 + 17)  # streamed path (> 1 MiB)
         await replica.put_needle(fid, data, crc32c(data))
@@ -236,7 +234,7 @@ async def test_http_replica_maps_errors(data_server: ArkorProcess) -> None:
 
     data_server.kill()
     async with httpx.AsyncClient() as http:
-        replica = HttpReplica(data_server.url, effective_secret(SECRET), http, 5.0)
+        replica = HttpReplica(data_server.url, SECRET.encode(), http, 5.0)
         with pytest.raises(ServiceUnavailable):
             await replica.get_needle(FileID(1, 0xABC, 0x1234))
     await trio.lowlevel.checkpoint()

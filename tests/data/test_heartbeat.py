@@ -9,7 +9,6 @@ import httpx
 import trio
 
 from arkor.fileid import FileID
-from arkor.security import effective_secret
 from arkor.transfer.registry_client import HttpRegistry
 from tests.data.conftest import SECRET, payload, put, start_data
 from tests.procs import ArkorProcess, free_port, write_config
@@ -17,7 +16,7 @@ from tests.procs import ArkorProcess, free_port, write_config
 
 async def registered(registry_url: str, server_url: str, needles: int) -> dict:
     async with httpx.AsyncClient() as client:
-        registry = HttpRegistry(registry_url, effective_secret(SECRET), client, 10.0)
+        registry = HttpRegistry(registry_url, SECRET.encode(), client, 10.0)
         with trio.fail_after(30):
             while True:
                 for group in await registry.groups():

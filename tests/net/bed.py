@@ -31,7 +31,7 @@ import trio
 import yaml
 
 from arkor.model import GroupInfo
-from arkor.security import SIGNATURE_HEADER, sign
+from arkor.security import ClusterAuth
 from arkor.transfer.registry_client import HttpRegistry
 from tests.net.netns import client_in, in_ns, namespaces, pids_in, sh
 
@@ -373,7 +373,7 @@ class Bed:
         after: str | None = "0"
         while after is not None:
             response = await client.get(url + "/needles", params={"after": after, "limit": "10000"},
-                                        headers={SIGNATURE_HEADER: sign(SECRET.encode(), "GET", "/needles")},
+                                        auth=ClusterAuth(SECRET.encode()),
                                         timeout=30)
             response.raise_for_status()
             body = response.json()

@@ -13,6 +13,9 @@ import httpx
 
 from tests.procs import ArkorProcess, free_port, write_config
 
+# Separate processes need a shared secret (allinone makes up its own): docs/security.md.
+CLUSTER_SECRET = "object-test-cluster-secret-0123456789"
+
 
 def base_config(tmp: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {"run": {"runMode": "dev", "logPath": str(tmp / "logs")}}
@@ -78,12 +81,11 @@ class Cluster:
         """The registry's view of the groups (GET /internal/groups over the real HTTP client)."""
         import trio
 
-        from arkor.security import effective_secret
         from arkor.transfer.registry_client import HttpRegistry
 
         async def fetch() -> list[dict[str, Any]]:
             async with httpx.AsyncClient() as client:
-                registry = HttpRegistry(self.registry.url, effective_secret(""), client, 10.0)
+                registry = HttpRegistry(self.registry.url(""), client, 10.0)
                 return [g.to_json() for g in await registry.groups()]
 
         return trio.run(fetch)
@@ -100,6 +102,7 @@ def start_cluster(
     registry_url = f"http://127.0.0.1:{reg_port}"
     common = base_config(
         tmp,
+        cluster={"secret": CLUSTER_SECRET},
         registry={
             "port": reg_port,
             "dataDir": str(tmp / "registry"),

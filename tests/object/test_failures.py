@@ -19,15 +19,15 @@ import trio
 from arkor.errors import CorruptNeedle
 from arkor.fileid import FileID
 from arkor.model import GroupInfo, ObjectRecord
-from arkor.security import effective_secret
 from arkor.transfer.data_client import HttpReplica
 from arkor.transfer.registry_client import HttpRegistry
-from tests.object.cluster import Cluster, start_cluster
+from tests.object.cluster import CLUSTER_SECRET, Cluster, start_cluster
 from tests.procs import ArkorProcess, free_port, run_cli
 
 MIB = 1024 * 1024
 OBJECT_SECTIONS = {"fragmentSize": "1MiB", "inFlightFragments": 2, "replicaTimeout": "10s"}
-SECRET = effective_secret("")
+SECRET = CLUSTER_SECRET.encode()
+ADMIN_SECRET = ("--set", f"cluster.secret={CLUSTER_SECRET}")
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,8 @@ async def wait_group_writable(cluster: Cluster, client: httpx.AsyncClient) -> No
 
 
 def admin_status(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    return run_cli("admin", "status", "--registry", cluster.registry.url, *extra, timeout=60)
+    return run_cli("admin", "status", "--registry", cluster.registry.url, *ADMIN_SECRET, *extra,
+                   timeout=60)
 
 
 async def test_admin_status_shows_a_dead_server(one_group: Cluster) -> None:
@@ -254,7 +255,7 @@ async def test_admin_status_shows_a_dead_server(one_group: Cluster) -> None:
     finally:
         victim.start(wait=60)
     unreachable = await trio.to_thread.run_sync(
-        lambda: run_cli("admin", "status", "--registry", "http://127.0.0.1:9", timeout=60))
+        lambda: run_cli("admin", "status", "--registry", "http://127.0.0.1:9", *ADMIN_SECRET, timeout=60))
     assert unreachable.returncode == 1
     assert unreachable.stderr.decode().count("\n") == 1 and "unreachable" in unreachable.stderr.decode()
 
@@ -269,7 +270,7 @@ async def test_dead_server_removed_and_replaced_under_another_url(tmp_path: Path
             record = await manifest(cluster, client, "rep", "obj")
             group = (await groups_of(cluster, client))[1]
         victim_id = group.servers[0].server_id
-        remove = ["admin", "remove-server", "--registry", cluster.registry.url]
+        remove = ["admin", "remove-server", "--registry", cluster.registry.url, *ADMIN_SECRET]
         refused = await trio.to_thread.run_sync(lambda: run_cli(*remove, victim_id, timeout=60))
         assert refused.returncode == 1 and b"stop it first" in refused.stderr, refused.stderr
         data_proc(cluster, group.servers[0].url).kill()

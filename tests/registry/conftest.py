@@ -19,7 +19,6 @@ from arkor.config import Config, load_config
 from arkor.registry.main import open_service
 from arkor.registry.mysql_store import MysqlStore
 from arkor.registry.service import RegistryService
-from arkor.security import effective_secret
 from arkor.transfer.registry_client import HttpRegistry
 from tests.procs import ArkorProcess, free_port, write_config
 
@@ -111,7 +110,7 @@ def start_registry(tmp_path: Path, raw: dict[str, Any], name: str = "registry") 
 
 
 def http_registry(proc: ArkorProcess, client: httpx.AsyncClient) -> HttpRegistry:
-    return HttpRegistry(proc.url, effective_secret(SECRET), client, timeout=30.0)
+    return HttpRegistry(proc.url, SECRET.encode(), client, timeout=30.0)
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import trio
 
-from arkor.errors import NotFound, PreconditionFailed, ServiceUnavailable, Unauthorized
+from arkor.errors import Forbidden, NotFound, PreconditionFailed, ServiceUnavailable
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import ClusterAuth
 from arkor.transfer.registry_client import HttpRegistry
 from tests.procs import ArkorProcess, free_port
 from tests.registry.conftest import (
@@ -35,8 +35,8 @@ def record(bucket: str, key: str, start_key: int, size: int = 10) -> ObjectRecor
 async def signed(
     client: httpx.AsyncClient, method: str, url: str, path: str, **kwargs: object
 ) -> httpx.Response:
-    headers = {SIGNATURE_HEADER: sign(effective_secret(SECRET), method, path)}
-    return await client.request(method, url + path, headers=headers, **kwargs)  # type: ignore[arg-type]
+    auth = ClusterAuth(SECRET.encode())
+    return await client.request(method, url + path, auth=auth, **kwargs)  # type: ignore[arg-type]
 
 
 async def test_bad_input_gets_clear_4xx_json(
@@ -79,9 +79,9 @@ async def test_bad_input_gets_clear_4xx_json(
         assert body["error"]["message"]
     # Unsigned and wrongly signed requests are refused; health and metrics are open.
     response = await http_client.post(url + "/internal/v1/leases", json={"count": 1})
-    assert response.status_code == 401 and response.json()["error"]["code"] == "bad_signature"
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
     wrong = HttpRegistry(url, b"not-the-secret", http_client)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(Forbidden, match="does not match"):
         await wrong.lease_keys(1)
     for path in ("/healthz", "/readyz", "/metrics"):
         assert (await http_client.get(url + path)).status_code == 200

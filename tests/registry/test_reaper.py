@@ -14,7 +14,6 @@ from arkor.checksum import crc32c
 from arkor.errors import NotFound
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord
-from arkor.security import effective_secret
 from arkor.transfer.data_client import HttpReplica
 from tests.procs import ArkorProcess, free_port, write_config
 from tests.registry.conftest import SECRET, http_registry, registry_config, start_registry
@@ -40,7 +39,7 @@ async def test_reaper_deletes_reclaimed_and_orphaned_needles_only(
         path = write_config(tmp_path / f"data{i}.yaml", data_raw)
         proc = ArkorProcess("data", path, port, log_path=tmp_path / f"data{i}.log").start(wait=60)
         processes.append(proc)
-        replicas.append(HttpReplica(proc.url, effective_secret(SECRET), http_client, 30.0))
+        replicas.append(HttpReplica(proc.url, SECRET.encode(), http_client, 30.0))
     reg = http_registry(registry, http_client)
     with trio.fail_after(30):
         while not any(g.writable for g in await reg.groups()):  # noqa: ASYNC110 - polls a server

@@ -9,7 +9,6 @@ import pytest
 from arkor.config import ConfigError, load_config, parse_duration, parse_size
 from arkor.fileid import FileID, InvalidFileID
 from arkor.names import InvalidBucketName, InvalidObjectName, check_bucket, check_object_key
-from arkor.security import sign, verify
 from tests.procs import run_cli
 
 SEED_RUNTIME = """
@@ -112,17 +111,6 @@ def test_names() -> None:
     for bad in ["", "a/../b", "..", "a\x00b", "/abs", "x" * 1025]:
         with pytest.raises(InvalidObjectName):
             check_object_key(bad)
-
-
-def test_internal_signatures() -> None:
-    secret = b"s" * 32
-    header = sign(secret, "PUT", "/needles/1,100000001", now=1000.0)
-    assert verify(secret, "PUT", "/needles/1,100000001", header, now=1001.0)
-    assert not verify(secret, "DELETE", "/needles/1,100000001", header, now=1001.0)
-    assert not verify(secret, "PUT", "/needles/1,100000002", header, now=1001.0)
-    assert not verify(b"t" * 32, "PUT", "/needles/1,100000001", header, now=1001.0)
-    assert not verify(secret, "PUT", "/needles/1,100000001", header, now=2000.0)
-    assert not verify(secret, "PUT", "/needles/1,100000001", None, now=1001.0)
 
 
 def test_cli_config_prints_the_effective_config_as_yaml() -> None:

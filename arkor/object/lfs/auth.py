@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from arkor.config import AccessKey, Config
 from arkor.errors import Forbidden, Unauthorized
-from arkor.security import effective_secret
+from arkor.security import configured_secret
 
 REALM = "Git LFS (Arkor)"
 ANONYMOUS_OWNER = "anonymous"
@@ -139,7 +139,7 @@ def _token_mac(secret: bytes, method: str, path: str, expires: int) -> str:
 
 def make_token(config: Config, method: str, path: str, *, now: float | None = None) -> str:
     expires = int((now if now is not None else time.time()) + TOKEN_VALIDITY)
-    return f"{expires}:{_token_mac(effective_secret(config.cluster.secret), method, path, expires)}"
+    return f"{expires}:{_token_mac(configured_secret(config.cluster.secret), method, path, expires)}"
 
 
 def check_token(
@@ -155,5 +155,5 @@ def check_token(
     current = now if now is not None else time.time()
     if expires < current or expires > current + TOKEN_VALIDITY + 60:
         return False
-    expected = _token_mac(effective_secret(config.cluster.secret), method, path, expires)
+    expected = _token_mac(configured_secret(config.cluster.secret), method, path, expires)
     return hmac.compare_digest(mac, expected)
