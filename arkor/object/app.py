@@ -169,7 +169,7 @@ class V1Routes:
             _check_writable_bucket(bucket)
             await self.registry.delete_bucket(bucket)
             return Response(status=204)
-        self.ctx.auth.authorize(request, "read", bucket)
+        self.ctx.auth.authorize_listing(request, bucket)
         q = request.query
         if "uploads" in q:
             uploads = await self.registry.list_multipart(bucket)
@@ -217,7 +217,7 @@ class V1Routes:
         q = request.query
         method = request.method
         action = "read" if method in ("GET", "HEAD") else "write"
-        self.ctx.auth.authorize(request, action, bucket)
+        self.ctx.auth.authorize_object(request, action, bucket, key)
         if action == "write":
             _check_writable_bucket(bucket)
         if "uploadId" in q:
@@ -277,7 +277,7 @@ class V1Routes:
         if not sep:
             raise BadRequest("X-Arkor-Copy-Source must be /bucket/key", code="invalid_argument")
         src_bucket, src_key = check_bucket(_strict_utf8(src_bucket)), check_object_key(_strict_utf8(src_key))
-        self.ctx.auth.authorize(request, "read", src_bucket)
+        self.ctx.auth.authorize_object(request, "read", src_bucket, src_key)
         record = await self.service.copy(
             src_bucket,
             src_key,

@@ -10,6 +10,7 @@ import pytest
 from arkor.config import AccessKey, AuthConfig, ClusterConfig, Config, RunConfig
 from arkor.errors import ArkorError, Forbidden, RangeNotSatisfiable, Unauthorized
 from arkor.model import LfsLock
+from arkor.object.auth import Authenticator
 from arkor.object.lfs import auth, protocol
 from arkor.object.lfs.storage import LFS_PREFIX, repo_from_params
 
@@ -95,19 +96,20 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_authentication_rules() -> None:
-    dev, prod = _config(False), _config(True)
+def test_lfs_uses_the_one_authenticator_with_its_own_challenge() -> None:
+    dev, prod = Authenticator(_config(False)), Authenticator(_config(True))
     assert auth.authenticate(dev, None, "127.0.0.1").anonymous
     assert auth.authenticate(dev, None, "::1").anonymous
-    for config, header, host in (
+    for authenticator, header, host in (
         (dev, None, "10.0.0.5"),  # not loopback
         (prod, None, "127.0.0.1"),  # prod: always credentials
         (dev, _basic("AK1", "wrong"), "127.0.0.1"),  # wrong credentials are never anonymous
         (prod, "Basic !!!", "127.0.0.1"),
     ):
         with pytest.raises(Unauthorized) as info:
-            auth.authenticate(config, header, host)
+            auth.authenticate(authenticator, header, host)
         assert info.value.headers["lfs-authenticate"].startswith("Basic realm=")
+        assert "www-authenticate" not in info.value.headers
     alice = auth.authenticate(prod, _basic("AK1", "s1"), "10.0.0.5")
     assert alice.name == "alice"
     assert auth.authenticate(prod, "Bearer s2", "10.0.0.5").name == "carol"
@@ -123,17 +125,25 @@ def test_authentication_rules() -> None:
         auth.authorize(carol, "team/other", write=False)
 
 
-def test_transfer_tokens_bind_method_path_and_time() -> None:
+def test_transfer_tokens_bind_method_repo_oid_and_time() -> None:
     config = _config(True)
-    path = f"/team/app.git/info/lfs/objects/{OID}"
-    token = auth.make_token(config, "PUT", path, now=1000.0)
-    assert auth.check_token(config, "PUT", path, token, now=1001.0)
-    assert not auth.check_token(config, "GET", path, token, now=1001.0)
-    assert not auth.check_token(config, "PUT", path.replace("app", "ap2"), token, now=1001.0)
-    assert not auth.check_token(config, "PUT", path, token, now=1000.0 + auth.TOKEN_VALIDITY + 1)
+    token = auth.make_token(config, "PUT", "team/app", OID, now=1000.0)
+    assert auth.check_token(config, "PUT", "team/app", OID, token, now=1001.0)
+    assert not auth.check_token(config, "GET", "team/app", OID, token, now=1001.0)
+    assert not auth.check_token(config, "PUT", "team/ap2", OID, token, now=1001.0)
+    assert not auth.check_token(config, "PUT", "team/app", "b" * 64, token, now=1001.0)
+    assert not auth.check_token(config, "PUT", "team/app", OID, token, now=1000.0 + auth.TOKEN_VALIDITY + 1)
     other = Config(run=config.run, auth=config.auth, cluster=ClusterConfig(secret="y" * 32))
-    assert not auth.check_token(other, "PUT", path, token, now=1001.0)
-    assert not auth.check_token(config, "PUT", path, None)
+    assert not auth.check_token(other, "PUT", "team/app", OID, token, now=1001.0)
+    assert not auth.check_token(config, "PUT", "team/app", OID, None)
+    expires, mac = token.split(":")
+    for bad in (f"{expires}:{mac[:-1]}é", "¹²³⁴:" + mac, "١٢٣٤:" + mac, f"{expires}", f"{expires}:"):
+        assert not auth.check_token(config, "PUT", "team/app", OID, bad, now=1001.0), bad
+    # A token is no internal signature and an internal signature no token (own domain tags).
+    from arkor.security import Verifier, digest_of
+    with pytest.raises(Forbidden):
+        Verifier(b"x" * 32).check("PUT", "/team/app.git/info/lfs/objects/" + OID, "",
+                                  f"{expires}:n:{mac}", digest_of(b""), now=1001.0)
 
 
 def test_repo_naming_is_injective_and_routes_match() -> None:

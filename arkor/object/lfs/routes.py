@@ -27,8 +27,9 @@ from typing import Any
 import trio
 
 from arkor.config import Config
-from arkor.errors import ArkorError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from arkor.errors import ArkorError, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from arkor.model import ObjectRecord
+from arkor.object.auth import Authenticator
 from arkor.object.lfs import auth, protocol
 from arkor.object.lfs.storage import LFS_BUCKET, LFS_PREFIX, Repo, repo_from_params
 from arkor.transfer.contracts import Registry
@@ -47,12 +48,15 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class LfsRoutes:
-    """The handlers, bound to the object server's service, registry and config."""
+    """The handlers, bound to the object server's service, registry, config and authenticator."""
 
-    def __init__(self, service: Any, registry: Registry, config: Config) -> None:
+    def __init__(
+        self, service: Any, registry: Registry, config: Config, authenticator: Authenticator
+    ) -> None:
         self.service = service
         self.registry = registry
         self.config = config
+        self.authenticator = authenticator
         self.max_object_size = int(config.object.maxObjectSize)
         self.body_timeout = float(config.object.bodyTimeout)
 
@@ -95,18 +99,19 @@ class LfsRoutes:
         return semantics.loads_json(body)
 
     def _principal(self, request: Request) -> auth.Principal:
-        return auth.authenticate(self.config, request.headers.get("authorization"), request.client_host)
+        header = request.headers.get("authorization")
+        return auth.authenticate(self.authenticator, header, request.client_host)
 
     def _authorized(self, request: Request, repo: Repo, *, write: bool) -> auth.Principal:
         principal = self._principal(request)
         auth.authorize(principal, repo.full_name, write=write)
         return principal
 
-    def _transfer_allowed(self, request: Request, repo: Repo, *, write: bool) -> None:
+    def _transfer_allowed(self, request: Request, repo: Repo, oid: str, *, write: bool) -> None:
         """A transfer action's own token, or the API's credentials with the right access."""
         token = request.headers.get(auth.TOKEN_HEADER)
         method = "GET" if request.method == "HEAD" else request.method
-        if auth.check_token(self.config, method, request.raw_path, token):
+        if auth.check_token(self.config, method, repo.full_name, oid, token):
             return
         self._authorized(request, repo, write=write)
 
@@ -150,13 +155,13 @@ class LfsRoutes:
                 nursery.start_soon(look_up, index, obj.oid)
         base = self._base_url(request) + repo.base_path()
         results = [
-            self._batch_result(base, obj, record, upload)
+            self._batch_result(base, repo, obj, record, upload)
             for obj, record in zip(batch.objects, records, strict=True)
         ]
         return self._json(protocol.batch_response(results))
 
     def _batch_result(
-        self, base: str, obj: protocol.BatchObject, record: ObjectRecord | None, upload: bool
+        self, base: str, repo: Repo, obj: protocol.BatchObject, record: ObjectRecord | None, upload: bool
     ) -> dict[str, Any]:
         href = f"{base}/objects/{obj.oid}"
         if record is not None and record.size != obj.size:
@@ -172,23 +177,22 @@ class LfsRoutes:
                 )
             verify_href = f"{base}/verify"
             return protocol.object_ok(obj, {
-                "upload": self._action(href, "PUT"),
-                "verify": self._action(verify_href, "POST"),
+                "upload": self._action(href, "PUT", repo, obj.oid),
+                "verify": self._action(verify_href, "POST", repo, obj.oid),
             })
         if record is None:
             return protocol.object_error(obj, 404, f"object {obj.oid} does not exist")
-        return protocol.object_ok(obj, {"download": self._action(href, "GET")})
+        return protocol.object_ok(obj, {"download": self._action(href, "GET", repo, obj.oid)})
 
-    def _action(self, href: str, method: str) -> dict[str, Any]:
-        path = "/" + href.split("://", 1)[1].split("/", 1)[1]
-        token = auth.make_token(self.config, method, path)
+    def _action(self, href: str, method: str, repo: Repo, oid: str) -> dict[str, Any]:
+        token = auth.make_token(self.config, method, repo.full_name, oid)
         return protocol.action(href, {auth.TOKEN_HEADER: token}, auth.TOKEN_VALIDITY - 60)
 
     # --- basic transfer -------------------------------------------------------------------------
     async def upload(self, request: Request) -> Response:
         repo = self._repo(request)
         oid = protocol.check_oid(request.params["oid"])
-        self._transfer_allowed(request, repo, write=True)
+        self._transfer_allowed(request, repo, oid, write=True)
         length = request.content_length
         if length is not None and length > self.max_object_size:
             raise PayloadTooLarge(f"object of {length} bytes exceeds the limit of {self.max_object_size}")
@@ -215,7 +219,7 @@ class LfsRoutes:
     async def download(self, request: Request) -> Response:
         repo = self._repo(request)
         oid = protocol.check_oid(request.params["oid"])
-        self._transfer_allowed(request, repo, write=False)
+        self._transfer_allowed(request, repo, oid, write=False)
         record = await self._stored(repo, oid)
         if record is None:
             raise NotFound(f"object {oid} does not exist", code="no_such_object")
@@ -238,8 +242,8 @@ class LfsRoutes:
 
     async def verify(self, request: Request) -> Response:
         repo = self._repo(request)
-        self._transfer_allowed(request, repo, write=True)
-        obj = protocol.parse_verify(await self._body_json(request))
+        obj = protocol.parse_verify(await self._body_json(request))  # the token names the oid
+        self._transfer_allowed(request, repo, obj.oid, write=True)
         record = await self._stored(repo, obj.oid)
         if record is None:
             raise NotFound(f"object {obj.oid} does not exist", code="no_such_object")
@@ -298,9 +302,17 @@ class LfsRoutes:
         repo = self._repo(request)
         principal = self._authorized(request, repo, write=True)
         force, _ref = protocol.parse_unlock(await self._body_json(request, optional=True))
-        lock = await self.registry.delete_lock(
-            repo.full_name, request.params["lock_id"], principal.name, force=force
-        )
+        # Only an admin may break someone else's lock; anyone may force-release their own.
+        admin = principal.may("admin", repo.full_name)
+        try:
+            lock = await self.registry.delete_lock(
+                repo.full_name, request.params["lock_id"], principal.name, force=force and admin
+            )
+        except Forbidden as exc:
+            if force and not admin:
+                raise Forbidden(f"{principal.name} may not force-unlock another user's lock: that needs "
+                                "the admin right (auth.users[].admin)", code="admin_required") from exc
+            raise
         return self._json({"lock": protocol.lock_json(lock)})
 
     # --- everything else under info/lfs ---------------------------------------------------------
@@ -344,6 +356,7 @@ def register(router: StreamRouter, ctx: Any) -> LfsRoutes:
     service = ctx.service
     registry = getattr(ctx, "registry", None) or service.registry
     config = getattr(ctx, "config", None) or service.config
-    routes = LfsRoutes(service, registry, config)
+    authenticator = getattr(ctx, "auth", None) or Authenticator(config)
+    routes = LfsRoutes(service, registry, config, authenticator)
     routes.register(router)
     return routes

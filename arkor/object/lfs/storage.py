@@ -43,6 +43,17 @@ class Repo:
         return f"/{self.namespace}/{self.name}.git/info/lfs"
 
 
+def lfs_repo_of_key(key: str) -> str:
+    """The repository (``namespace/repo``) a key of the git-lfs bucket belongs to: what v1 reads of
+    that bucket are authorized against. A key outside the layout names no repository (a resource
+    only ``*`` matches)."""
+    namespace, _, rest = key.partition("/")
+    name, _, oid = rest.partition("/")
+    if _SEGMENT.fullmatch(namespace) and _SEGMENT.fullmatch(name) and oid and "/" not in oid:
+        return f"{namespace}/{name}"
+    return f"{LFS_BUCKET}:{key}"
+
+
 def repo_from_params(namespace: str, name: str) -> Repo:
     """Validate route captures; NotFound for names the scheme does not allow."""
     if (
