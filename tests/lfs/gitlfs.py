@@ -25,6 +25,8 @@ USERS = [
      "read": ["*"], "write": ["team/*"]},
     {"name": "carol", "accessKey": "carol-key", "secretKey": "carol-secret-0003",
      "read": ["team/*"], "write": []},
+    {"name": "dave", "accessKey": "dave-key", "secretKey": "dave-secret-0004",
+     "read": [], "write": ["team/*"], "admin": True},
 ]
 
 

@@ -166,8 +166,11 @@ def test_locks_and_push_with_locksverify(prod_server: ArkorProcess, tmp_path: Pa
     bob.run("pull", "-q", "--rebase", "origin", "main", cwd=work_b)
     bob.run("-c", "lfs.locksverify=true", "push", "origin", "main", cwd=work_b)
 
-    # A forced unlock of someone else's lock works.
-    forced = bob.run("lfs", "unlock", "--force", "mine.bin", cwd=work_b)
+    # Forcing someone else's lock open needs the admin right: Bob has none, Dave has it.
+    refused = bob.run("lfs", "unlock", "--force", "mine.bin", cwd=work_b, check=False)
+    assert refused.returncode != 0 and "admin right" in refused.stdout + refused.stderr
+    dave = _git_as(tmp_path, prod_server, "dave")
+    forced = dave.run("lfs", "unlock", "--force", "mine.bin", cwd=work_b)
     assert "Unlocked mine.bin" in forced.stdout
     assert alice.run("lfs", "locks", cwd=work_a).stdout.strip() == ""
 

@@ -85,7 +85,7 @@ class Cluster:
 
         async def fetch() -> list[dict[str, Any]]:
             async with httpx.AsyncClient() as client:
-                registry = HttpRegistry(self.registry.url(""), client, 10.0)
+                registry = HttpRegistry(self.registry.url, CLUSTER_SECRET.encode(), client, 10.0)
                 return [g.to_json() for g in await registry.groups()]
 
         return trio.run(fetch)
