@@ -211,7 +211,9 @@ def test_prod_authentication(prod_server: ArkorProcess, client: httpx.Client) ->
     assert verify["ours"] == [] and [lk["id"] for lk in verify["theirs"]] == [created["id"]]
     unlock = f"{base}/locks/{created['id']}/unlock"
     assert client.post(unlock, json={}, headers=_basic("bob")).status_code == 403
-    assert client.post(unlock, json={"force": True}, headers=_basic("bob")).status_code == 200
+    forced = client.post(unlock, json={"force": True}, headers=_basic("bob"))
+    assert forced.status_code == 403 and forced.json()["error"]["code"] == "admin_required"
+    assert client.post(unlock, json={"force": True}, headers=_basic("dave")).status_code == 200
     # Transfer URLs need the batch's token or credentials.
     data = b"secret bytes"
     up = _batch(client, base, "upload", [{"oid": _oid(data), "size": len(data)}], headers=_basic("alice"))

@@ -17,8 +17,8 @@ import hmac
 import time
 
 from arkor.config import Config
-from arkor.errors import Unauthorized
-from arkor.object.auth import Authenticator, Principal, require
+from arkor.errors import Forbidden, Unauthorized
+from arkor.object.auth import Authenticator, Principal
 
 REALM = "Git LFS (Arkor)"
 CHALLENGE = {"lfs-authenticate": f'Basic realm="{REALM}"'}
@@ -37,8 +37,10 @@ def authenticate(authenticator: Authenticator, authorization: str | None, client
 
 
 def authorize(principal: Principal, repo: str, *, write: bool) -> None:
-    """Forbidden (403) when the caller may not pull (read) or push (write) `repo`."""
-    require(principal, "write" if write else "read", repo)
+    """Forbidden (403) when the caller may not pull (read) or push (write) `repo`, in git's words."""
+    if not principal.may("write" if write else "read", repo):
+        what = "push (write)" if write else "pull (read)"
+        raise Forbidden(f"{principal.name} has no {what} access to {repo}")
 
 
 # --- transfer tokens ---------------------------------------------------------------------------
