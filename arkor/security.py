@@ -67,9 +67,18 @@ def digest_of(body: bytes, crc32c: int | None = None) -> str:
     return "sha256:" + (hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256)
 
 
+def _wire(text: str) -> bytes:
+    """The bytes a path or query string stood for: servers decode them as latin-1; a signer may
+    hold text that only UTF-8 can carry (it goes on the wire as UTF-8)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _mac(secret: bytes, method: str, path: str, query: str, digest: str, nonce: str, expires: int) -> str:
-    message = b"\n".join((_DOMAIN, method.upper().encode(), path.encode("latin-1"),
-                          query.encode("latin-1"), digest.encode(), nonce.encode(), str(expires).encode()))
+    message = b"\n".join((_DOMAIN, _wire(method.upper()), _wire(path), _wire(query), _wire(digest),
+                          _wire(nonce), str(expires).encode()))
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -163,7 +172,8 @@ class Verifier:
             raise Unauthorized("this operation needs the cluster signature (X-Arkor-Signature)")
         expires_text, nonce, mac = _split(header)
         current = now if now is not None else time.time()
-        if not (expires_text.isascii() and expires_text.isdigit()) or not nonce or not mac.isascii():
+        if (not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12
+                or not nonce or not mac.isascii()):
             raise Forbidden("malformed cluster signature", code="invalid_signature")
         expires = int(expires_text)
         expected = _mac(self.secret, method, path, query, digest, nonce, expires)

@@ -8,7 +8,6 @@ Bad input is a 4xx JSON error with a stable code; a metadata store that is down 
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
 from arkor.web.metrics import instrument
-from arkor.web.semantics import parse_uint
+from arkor.web.semantics import loads_json, parse_uint
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +99,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     async def body_json(request: Request, limit: int = MAX_JSON) -> Any:
         body = await request.read_body(max_size=limit, chunk_timeout=BODY_TIMEOUT)
         check_body(body, request.headers.get(CONTENT_SHA256_HEADER))  # the body that was signed
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+        return loads_json(body)
 
     @route("/healthz", ["GET", "HEAD"], signed=False)
     async def healthz(request: Request) -> Response:

@@ -137,7 +137,8 @@ def test_transfer_tokens_bind_method_repo_oid_and_time() -> None:
     assert not auth.check_token(other, "PUT", "team/app", OID, token, now=1001.0)
     assert not auth.check_token(config, "PUT", "team/app", OID, None)
     expires, mac = token.split(":")
-    for bad in (f"{expires}:{mac[:-1]}é", "¹²³⁴:" + mac, "١٢٣٤:" + mac, f"{expires}", f"{expires}:"):
+    for bad in (f"{expires}:{mac[:-1]}é", "¹²³⁴:" + mac, "١٢٣٤:" + mac, f"{expires}", f"{expires}:",
+                "9" * 5000 + ":" + mac):
         assert not auth.check_token(config, "PUT", "team/app", OID, bad, now=1001.0), bad
     # A token is no internal signature and an internal signature no token (own domain tags).
     from arkor.security import Verifier, digest_of

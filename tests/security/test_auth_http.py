@@ -67,7 +67,22 @@ def test_wrong_and_malformed_credentials_are_401_in_v1_and_lfs(client: httpx.Cli
     assert client.get("/v1/open/k", headers=basic("alice", "alice-secret")).content == b"x"
 
 
-def test_lfs_rights_hold_in_the_git_lfs_bucket(client: httpx.Client) -> None:
+def _s3_get(server: ArkorProcess, access: str, secret: str, key: str) -> int:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.s3_port}", region_name="us-east-1",
+                      aws_access_key_id=access, aws_secret_access_key=secret,
+                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    try:
+        s3.get_object(Bucket="git-lfs", Key=key)["Body"].read()
+    except ClientError as exc:
+        return int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+    return 200
+
+
+def test_lfs_rights_hold_in_the_git_lfs_bucket(server: ArkorProcess, client: httpx.Client) -> None:
     data = b"large file content"
     oid = hashlib.sha256(data).hexdigest()
     lfs_path = f"/ns/repo.git/info/lfs/objects/{oid}"
@@ -78,6 +93,9 @@ def test_lfs_rights_hold_in_the_git_lfs_bucket(client: httpx.Client) -> None:
     assert denied.status_code == 403, denied.text
     assert client.get(key, headers=basic("rr", "rr-secret")).content == data
     assert client.get(lfs_path, headers=basic("rr", "rr-secret")).content == data
+    # S3 reads of the bucket follow the same rule.
+    assert _s3_get(server, "bw", "bw-secret", f"ns/repo/{oid}") == 403
+    assert _s3_get(server, "rr", "rr-secret", f"ns/repo/{oid}") == 200
     # Listing spans every repository: admin only.
     assert client.get("/v1/git-lfs", headers=basic("rr", "rr-secret")).status_code == 403
     assert client.get("/v1/git-lfs", headers=basic("alice", "alice-secret")).status_code == 403

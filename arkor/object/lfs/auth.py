@@ -72,7 +72,8 @@ def check_token(
     if not token:
         return False
     expires_text, sep, mac = token.partition(":")
-    if not sep or not (expires_text.isascii() and expires_text.isdigit()) or not mac.isascii():
+    if (not sep or not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12
+            or not mac.isascii()):
         return False
     expires = int(expires_text)
     current = now if now is not None else time.time()

@@ -19,7 +19,7 @@ from arkor.errors import ArkorError
 from arkor.model import ObjectRecord
 from arkor.object.auth import Authenticator, Principal
 from arkor.object.http import http_date
-from arkor.object.lfs.storage import LFS_BUCKET
+from arkor.object.lfs.storage import LFS_BUCKET, lfs_repo_of_key
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.xmlutil import xml_document
 from arkor.object.service import ObjectService
@@ -81,10 +81,15 @@ class S3Call:
     def resource(self) -> str:
         return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}" if self.bucket else "/"
 
-    def allow(self, action: str, bucket: str | None = None) -> None:
+    def allow(self, action: str, bucket: str | None = None, key: str | None = None) -> None:
         """403 AccessDenied unless the caller may `action` ("read" / "write") the bucket; the Git
-        LFS bucket is read-only to S3 (its writes check every SHA-256 through the LFS API)."""
+        LFS bucket is read-only to S3 (its writes check every SHA-256 through the LFS API), and
+        reading it needs the object's repository right, or admin for the whole bucket (the same
+        rule as v1, arkor/object/auth.py)."""
         target = self.bucket if bucket is None else bucket
+        key = self.key if bucket is None and key is None else key
+        if target == LFS_BUCKET and action == "read":
+            action, target = ("read", lfs_repo_of_key(key)) if key else ("admin", LFS_BUCKET)
         if not self.principal.may(action, target or "*"):
             raise S3Error("AccessDenied", f"{self.principal.name} may not {action} {target}", 403)
         if action == "write" and target == LFS_BUCKET:

@@ -52,7 +52,7 @@ async def copy_source(ctx: S3Context, call: S3Call) -> ObjectRecord:
         check_object_key(key)
     except (ValueError, UnicodeDecodeError, ArkorError):
         raise S3Error("InvalidArgument", "x-amz-copy-source must be /bucket/key", 400) from None
-    call.allow("read", bucket)
+    call.allow("read", bucket, key)
     source = await ctx.service.head(bucket, key)
     conditions = {std: call.headers[h] for h, std in _CONDITIONS.items() if h in call.headers}
     try:
