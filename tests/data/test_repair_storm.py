@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from arkor.fileid import FileID
-from arkor.security import SIGNATURE_HEADER, effective_secret, sign
+from arkor.security import signed_headers
 from tests.data.conftest import payload
-from tests.object.cluster import Cluster, start_cluster
+from tests.object.cluster import CLUSTER_SECRET, Cluster, start_cluster
 from tests.procs import ArkorProcess, run_cli
 
 WINDOW = 10.0  # seconds watched after the first corrupt read
@@ -53,11 +53,11 @@ def corrupt_in_place(directory: Path, marker: bytes) -> None:
 
 
 def test_needle_corrupt_on_every_replica_is_reported_lost_quietly(cluster: Cluster) -> None:
-    secret = effective_secret("")
+    secret = CLUSTER_SECRET.encode()
     fid = FileID(1, 0xBAD0001, 4242)
     data = payload(fid.key, 50_000)
     path = f"/needles/{fid}"
-    headers = {SIGNATURE_HEADER: sign(secret, "PUT", path), "x-arkor-crc32c": str(_crc(data))}
+    headers = {**signed_headers(secret, "PUT", path, crc32c=_crc(data)), "x-arkor-crc32c": str(_crc(data))}
     with httpx.Client(timeout=30) as client:
         for proc in cluster.data:
             assert client.put(proc.url + path, content=data, headers=headers).status_code == 201
@@ -83,7 +83,8 @@ def test_needle_corrupt_on_every_replica_is_reported_lost_quietly(cluster: Clust
         assert used < 0.3 * WINDOW, (proc.url, used)
         assert len(mentions) <= 2 and len(grown) < 20_000, (proc.url, mentions, len(grown))
         assert any("LOST" in line for line in mentions), grown
-    report = run_cli("admin", "status", "--registry", cluster.registry.url, timeout=60)
+    report = run_cli("admin", "status", "--registry", cluster.registry.url,
+                     "--set", f"cluster.secret={CLUSTER_SECRET}", timeout=60)
     assert report.returncode == 0, report.stderr
     assert report.stdout.decode().count("1 needles LOST") == 3, report.stdout.decode()
 
