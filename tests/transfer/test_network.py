@@ -22,9 +22,8 @@ import pytest
 import trio
 
 from arkor.fileid import FileID
-from arkor.security import effective_secret
 from arkor.transfer.registry_client import HttpRegistry
-from tests.object.cluster import base_config, wait_ready
+from tests.object.cluster import CLUSTER_SECRET, base_config, wait_ready
 from tests.procs import ArkorProcess, free_port, write_config
 from tests.transfer.faultproxy import FaultProxy
 
@@ -53,7 +52,7 @@ class Net:
     def group_of(self, key: str) -> set[int]:
         async def fetch() -> set[int]:
             async with httpx.AsyncClient() as client:
-                registry = HttpRegistry(self.registry_url, effective_secret(""), client, 10.0)
+                registry = HttpRegistry(self.registry_url, CLUSTER_SECRET.encode(), client, 10.0)
                 record = await registry.get_object("net", key)
                 return {FileID.parse(f.fid).group for f in record.fragments}
 
@@ -68,6 +67,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     registry_proxy = FaultProxy(reg_port)
     config = base_config(
         tmp,
+        cluster={"secret": CLUSTER_SECRET},
         registry={"port": reg_port, "dataDir": str(tmp / "registry"), "heartbeatTimeout": "3s",
                   "reaperInterval": "1s", "orphanGrace": "1h"},
         data={"registry": registry_url, "heartbeatInterval": "500ms"},
