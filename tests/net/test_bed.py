@@ -67,12 +67,15 @@ async def test_hosts_and_faults(bed: Bed) -> None:
         await trio.to_thread.run_sync(bed.heal)
         assert dropped(bed, "obj2") == 0
 
-        # tbf limits the rate: 1 MiB at 4 Mbit/s takes about 2 s.
+        # tbf limits the rate: 1 MiB at 4 Mbit/s takes about 2 s to download.
         body = b"x" * (1 << 20)
+        url = bed.object_urls[1] + "/v1/netbed-bed/rate"
+        assert (await client.put(url, content=body, timeout=30)).status_code in (200, 201)
         await trio.to_thread.run_sync(lambda: bed.rate_limit("obj2", "4mbit"))
         start = trio.current_time()
-        response = await client.put(bed.object_urls[1] + "/v1/netbed-bed/rate", content=body, timeout=30)
+        response = await client.get(url, timeout=30)
         limited = trio.current_time() - start
         await trio.to_thread.run_sync(bed.heal)
-        assert response.status_code in (200, 201) and limited >= 1.5, limited
+        assert response.status_code == 200 and response.content == body, response.status_code
+        assert limited >= 1.5, limited
         assert "tbf" not in in_ns(bed.ns("obj2"), "tc", "qdisc", "show", "dev", "eth0").stdout
