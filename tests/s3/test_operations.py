@@ -214,3 +214,15 @@ def test_acl_answers(s3: Any) -> None:
     assert code_of(exc) == "NotImplemented"
     assert not exists(s3, "public")
     assert s3.get_bucket_versioning(Bucket="ops").get("Status") is None
+
+
+def test_completing_into_a_deleted_bucket_is_no_such_bucket(s3: Any) -> None:
+    s3.create_bucket(Bucket="gone")
+    upload = s3.create_multipart_upload(Bucket="gone", Key="k")["UploadId"]
+    etag = s3.upload_part(Bucket="gone", Key="k", UploadId=upload, PartNumber=1, Body=b"x")["ETag"]
+    s3.delete_bucket(Bucket="gone")  # pending uploads do not keep a bucket
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket="gone", Key="k", UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert code_of(exc) == "NoSuchBucket"
+    assert "gone" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

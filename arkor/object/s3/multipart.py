@@ -175,6 +175,7 @@ async def complete(ctx: S3Context, call: S3Call) -> Response:
     if_match, if_none_match = write_conditions(call)
     parts = parse_complete(await call.read_control_body(ctx, COMPLETE_XML_LIMIT))
     await upload_for(ctx, call)
+    await ctx.registry.list_objects(call.bucket, limit=1)  # deleted meanwhile: NoSuchBucket
     record = await ctx.service.complete_multipart(
         call.bucket, call.key, call.query["uploadId"], parts,
         if_match=if_match, if_none_match=if_none_match,
