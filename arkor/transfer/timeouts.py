@@ -3,9 +3,9 @@
 What lives here: `Timeouts` (connect, first byte, idle, whole transfer), one value for calls to data
 servers and one for calls to the registry (object.replica*Timeout / object.registry*Timeout), and
 the httpx form of it. Nothing is left at a library default: httpx's pool timeout (waiting for a free
-pooled connection) is the connect timeout.
+pooled connection, a local saturation, not a peer's fault) is the whole-transfer deadline.
 
-- connect: TCP (and TLS) connection set-up, and the wait for a free connection of the pool.
+- connect: TCP (and TLS) connection set-up.
 - first_byte: from the request being sent to the response head. A pooled keep-alive connection
   skips `connect`, so a peer that went silent is caught here, not after the whole-transfer deadline.
   For a needle PUT the head comes after the data server's fsync, so it is counted from the end of
@@ -57,5 +57,5 @@ class Timeouts:
             connect=self.connect,
             read=self.first_byte if head else self.idle,
             write=self.idle,
-            pool=self.connect,
+            pool=self.transfer,
         )
