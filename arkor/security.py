@@ -11,7 +11,7 @@ HMAC-SHA256(secret) over, one per line::
     body digest: "crc32c:<decimal>" when the request carries X-Arkor-Crc32c (needle bodies: the
                  checksum the data path computes anyway, checked against the body by the data
                  server), else "sha256:<hex>" of the body, also sent as X-Arkor-Content-Sha256
-    nonce (16 random bytes, urlsafe base64)
+    nonce (16 random bytes, hex)
     expires (Unix seconds)
 
 Verifiers check the MAC (constant time), the expiry (not past, at most MAX_VALIDITY ahead), then
@@ -23,7 +23,6 @@ without `cluster.secret` refuses to start, except allinone (`process_secret`).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -42,7 +41,7 @@ DEFAULT_VALIDITY = 60.0  # a signature is used at once; the margin covers queuei
 MAX_VALIDITY = 300.0  # how far ahead an expiry may be (clock skew between hosts)
 REPLAY_CACHE_SIZE = 250_000  # > 2k signed requests/s (one process' ceiling) x DEFAULT_VALIDITY
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_DOMAIN = b"arkor-internal-v2"
+_DOMAIN = "arkor-internal-v2"
 
 
 def process_secret(configured: str) -> bytes:
@@ -77,8 +76,7 @@ def _wire(text: str) -> bytes:
 
 
 def _mac(secret: bytes, method: str, path: str, query: str, digest: str, nonce: str, expires: int) -> str:
-    message = b"\n".join((_DOMAIN, _wire(method.upper()), _wire(path), _wire(query), _wire(digest),
-                          _wire(nonce), str(expires).encode()))
+    message = _wire("\n".join((_DOMAIN, method.upper(), path, query, digest, nonce, str(expires))))
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -88,7 +86,7 @@ def sign(
 ) -> str:
     """The X-Arkor-Signature value authorising this one request for DEFAULT_VALIDITY seconds."""
     expires = int((now if now is not None else time.time()) + DEFAULT_VALIDITY)
-    nonce = nonce or base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    nonce = nonce or os.urandom(16).hex()
     return f"{expires}:{nonce}:{_mac(secret, method, path, query, digest, nonce, expires)}"
 
 
@@ -114,12 +112,13 @@ class ClusterAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         crc = request.headers.get(CRC_HEADER)
         body = b"" if crc is not None else request.content  # bodies here are bytes, not streams
-        headers = signed_headers(
+        digest = digest_of(body, int(crc, 0) if crc is not None else None)
+        request.headers[SIGNATURE_HEADER] = sign(
             self.secret, request.method, request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
-            query=request.url.query.decode("ascii"), body=body,
-            crc32c=int(crc, 0) if crc is not None else None,
+            query=request.url.query.decode("ascii"), digest=digest,
         )
-        request.headers.update(headers)
+        if crc is None:
+            request.headers[CONTENT_SHA256_HEADER] = digest.removeprefix("sha256:")
         yield request
 
 
