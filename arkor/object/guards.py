@@ -3,8 +3,8 @@
 What lives here: `UploadBudget` (admission of uploads against `object.uploadBufferBudget`, before
 any body byte is read; over it 503 `slow_down` with Retry-After), `paced` (a body must keep
 `object.bodyMinRate` on average after `object.bodyRateGrace`, and end within
-`object.bodyDeadline` when set; else 408 `request_timeout`) and `tune_malloc` (buffers freed after
-an upload go back to the OS). What must not: HTTP parsing, the transfer engine's fragmenting.
+`object.bodyDeadline` when set; else 408 `request_timeout`). What must not: HTTP parsing, the
+transfer engine's fragmenting (whose buffer a failed upload frees at once: `rechunk`).
 
 Why: each upload holds up to one partial fragment (8 MiB by default) while its client sends; 48
 stalled uploads held 7.6 MiB each (RSS 66 -> 429 MiB, kept after they closed), and a body
@@ -13,7 +13,6 @@ trickled at one byte every 3 s never hit the per-chunk `bodyTimeout` and held a 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -100,22 +99,3 @@ async def paced(
             raise RequestTimeout(f"{why}: {received} bytes in {elapsed:.1f} s")
         received += len(chunk)
         yield chunk
-
-
-_malloc_tuned = False
-
-
-def tune_malloc(mmap_threshold: int = 1024 * 1024) -> None:
-    """Serve buffers of `mmap_threshold` bytes or more from their own mappings, returned to the
-    OS when freed. glibc raises its mmap threshold as large blocks are freed (up to 32 MiB), after
-    which fragment buffers come from the heap and stay in the process after the upload ended;
-    a fixed threshold turns that sliding off."""
-    global _malloc_tuned
-    if _malloc_tuned:
-        return
-    _malloc_tuned = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        log.debug("malloc not tuned (no glibc)")

@@ -17,7 +17,7 @@ from arkor.config import Config
 from arkor.errors import ArkorError, BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
 from arkor.model import ObjectRecord, PartInfo
 from arkor.names import check_bucket, check_object_key
-from arkor.object.guards import UploadBudget, paced, tune_malloc
+from arkor.object.guards import UploadBudget, paced
 from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import TransferEngine, UploadResult
 from arkor.transfer.placement import ReplicaFactory
@@ -69,7 +69,6 @@ class ObjectService:
         self.rate_grace = float(oc.bodyRateGrace)
         self.body_deadline = float(oc.bodyDeadline)
         self.body_timeout = float(oc.bodyTimeout)  # the per-chunk timeout of request bodies
-        tune_malloc()
 
     # --- writes ---------------------------------------------------------------------------------
     async def _upload(
