@@ -1,4 +1,4 @@
-"""The net suite's bed: one per session, built only when a net test runs.
+"""The net suite's bed: one for the package (built when a net test runs, gone after its last one).
 
 Needs root, `ip`, `iptables` and `tc` (Makefile `system-deps` installs them). Elsewhere the tests
 skip with the reason; `.ci/run` sets ARKOR_TEST_REQUIRE_NET=1, which makes that reason a failure.
@@ -43,7 +43,7 @@ def _services() -> tuple[str | None, str | None]:
     return mysql, redis
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     reason = can_create_namespaces()
     if reason:
@@ -70,6 +70,6 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         trio.run(drop_backends, sql, kv, prefix)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ledger() -> Ledger:
     return Ledger()
