@@ -254,7 +254,13 @@ class Bed:
     # --- faults (each one registers its undo; heal() undoes them all) -----------------------
 
     def _fault(self, label: str, apply: list[list[str]], undo: list[list[str]]) -> None:
-        self.undo.append((label, lambda: [sh(*c, check=False) for c in undo] and None))
+        """Run `apply`; `undo` is registered first, so even a half-applied fault is healed."""
+
+        def heal() -> None:
+            for command in undo:
+                sh(*command, check=False)
+
+        self.undo.append((label, heal))
         for command in apply:
             sh(*command)
 

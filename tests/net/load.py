@@ -1,8 +1,9 @@
 """Scenarios on the net test bed: writers and readers running through a fault and its heal, the
 figures of the run (success rates, p50/p99 during and after, time to steer around, time for the
-registry to see the truth, time for the replicas to converge) and the final check of every object.
+registry to see the truth, time for the replicas to converge), the final check of every object and
+`assert_correct`, what every scenario must show whatever the fault.
 
-What must not live here: the bed itself (tests/net/bed.py) and the pass/fail policy (the tests).
+What must not live here: the bed itself (tests/net/bed.py) and per-fault expectations (the tests).
 """
 
 from __future__ import annotations

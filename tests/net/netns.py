@@ -12,7 +12,7 @@ import ctypes
 import os
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import httpcore
 import httpx
@@ -144,7 +144,3 @@ def can_create_namespaces() -> str | None:
         sh("ip", "netns", "del", probe, check=False)
     return None
 
-
-def run_all(commands: Sequence[Sequence[str]]) -> None:
-    for command in commands:
-        sh(*command)
