@@ -7,6 +7,8 @@ Codes are part of the public contract (docs/specs/API.md): add new ones, never r
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -163,11 +165,38 @@ def _register(cls: type[ArkorError]) -> None:
 _register(ArkorError)
 
 
-def from_response(status: int, body: Any) -> ArkorError:
-    """Rebuild the exception a server raised from its status and JSON error body."""
-    code, message = "internal_error", ""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        code = str(body["error"].get("code", code))
-        message = str(body["error"].get("message", ""))
-    cls = _BY_CODE.get(code, ArkorError)
+_BY_STATUS: dict[int, type[ArkorError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+    408: RequestTimeout, 409: Conflict, 411: LengthRequired, 412: PreconditionFailed,
+    413: PayloadTooLarge, 416: RangeNotSatisfiable, 422: Unprocessable, 503: ServiceUnavailable,
+    507: InsufficientStorage,
+}
+ERROR_HEADER = "x-arkor-error"  # the code of an error answer without a body (HEAD)
+
+
+def from_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> ArkorError:
+    """The one decoder of an error answer, for every role's clients and the SDK: the exception the
+    server raised, rebuilt from its status and JSON error body (`body` parsed, or raw bytes).
+
+    The class is the code's (``no_such_key`` has none of its own: then the status's, so
+    ``except NotFound`` works); an answer that is not our JSON (a proxy's, a HEAD's empty body)
+    takes its code from the ``X-Arkor-Error`` header, else from its status."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            body = json.loads(bytes(body)) if body else None
+        except (ValueError, RecursionError):
+            body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code"):
+        code, message = str(error["code"]), str(error.get("message") or "")
+    else:
+        fallback = _BY_STATUS.get(status)
+        header = (headers or {}).get(ERROR_HEADER)
+        code = header or (fallback.code if fallback is not None else "internal_error")
+        message = ""
+    cls = _BY_CODE.get(code)
+    if cls is None or (cls is ArkorError and status != 500):
+        cls = _BY_STATUS.get(status, ArkorError)
     return cls(message or f"HTTP {status}", code=code, status=status)

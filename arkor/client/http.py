@@ -62,11 +62,7 @@ def _auth(settings: ClientSettings) -> tuple[httpx.Auth | None, dict[str, str]]:
 
 
 def _error(response: httpx.Response, body: bytes) -> ArkorError:
-    try:
-        parsed: Any = httpx.Response(200, content=body).json() if body else None
-    except ValueError:
-        parsed = None
-    exc = error_from_response(response.status_code, parsed)
+    exc = error_from_response(response.status_code, body, response.headers)
     exc.headers = dict(response.headers)
     return exc
 

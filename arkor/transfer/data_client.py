@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from arkor.checksum import crc32c as compute_crc32c
-from arkor.errors import ArkorError, CorruptNeedle, NotFound, ServiceUnavailable, from_response
+from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable, from_response
 from arkor.fileid import FileID
 from arkor.model import NeedleInfo
 from arkor.security import ClusterAuth
@@ -170,14 +170,5 @@ class HttpReplica:
 
 
 def _error(response: httpx.Response) -> ArkorError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if body is None:  # HEAD answers carry no body: the code travels in a header
-        code = response.headers.get("x-arkor-error")
-        if code:
-            body = {"error": {"code": code, "message": f"HTTP {response.status_code}"}}
-        elif response.status_code == 404:
-            return NotFound(f"HTTP 404 from {response.request.url}")
-    return from_response(response.status_code, body)
+    """`errors.from_response`; a HEAD answer's code travels in its X-Arkor-Error header."""
+    return from_response(response.status_code, response.content, response.headers)

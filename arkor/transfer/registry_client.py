@@ -20,16 +20,7 @@ import httpx
 import trio
 
 from arkor.errors import (
-    ArkorError,
-    BadRequest,
-    Conflict,
-    Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    PreconditionFailed,
     ServiceUnavailable,
-    Unauthorized,
-    Unprocessable,
     from_response,
 )
 from arkor.model import (
@@ -48,22 +39,6 @@ from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
 
 PREFIX = "/internal/v1"
-
-# Codes without a class of their own (no_such_key, bucket_not_empty, ...) still come back as the
-# class of their status, so `except NotFound` works whichever implementation raised.
-_BY_STATUS: dict[int, type[ArkorError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    412: PreconditionFailed, 413: PayloadTooLarge, 422: Unprocessable, 503: ServiceUnavailable,
-}
-
-
-def rebuild_error(status: int, payload: object) -> ArkorError:
-    exc = from_response(status, payload)
-    cls = _BY_STATUS.get(status)
-    if type(exc) is ArkorError and cls is not None:
-        return cls(exc.message, code=exc.code, status=status)
-    return exc
-
 
 def object_path(bucket: str, key: str) -> str:
     return f"{PREFIX}/objects/{quote(bucket, safe='')}/{quote(key, safe='/')}"
@@ -111,11 +86,7 @@ class HttpRegistry:
                 code="registry_unavailable",
             ) from exc
         if response.status_code >= 400:
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            raise rebuild_error(response.status_code, payload)
+            raise from_response(response.status_code, response.content, response.headers)
         if not response.content:
             return None
         return response.json()
