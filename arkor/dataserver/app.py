@@ -23,8 +23,7 @@ from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, Verifier, configured_secret, digest_of
 from arkor.web import semantics
 from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
-from arkor.web.metrics import instrument
-from arkor.web.serve import quart_app
+from arkor.web.role import control_app, role_app
 
 CRC_HEADER = "x-arkor-crc32c"
 SIZE_HEADER = "x-arkor-size"
@@ -109,7 +108,7 @@ def build_app(
     secret = configured_secret(config.cluster.secret)
     state = ServerState(store=store, data=data, secret=secret, server_id=server_id,
                         verifier=Verifier(secret))
-    router = StreamRouter(fallback=_control_app(state))
+    router = StreamRouter()
     fid_route = r"/needles/(?P<fid>[^/]+)"
 
     def fid_of(request: Request) -> FileID:
@@ -165,24 +164,14 @@ def build_app(
     router.add(fid_route, ["PUT"], put_needle)
     router.add(fid_route, ["GET", "HEAD"], get_needle)
     router.add(fid_route, ["DELETE"], delete_needle)
-    return instrument(router, "data"), state
+    return role_app("data", router, _control_app(state)), state
 
 
 def _control_app(state: ServerState) -> Any:
     from quart import jsonify, request
-    from werkzeug.exceptions import HTTPException
 
-    app = quart_app("arkor.data")
+    app = control_app("arkor.data")
     store = state.store
-
-    @app.errorhandler(ArkorError)
-    async def arkor_error(exc: ArkorError) -> Any:
-        return jsonify(exc.to_json()), exc.status, exc.headers
-
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> Any:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code or 500, "bad_request")
-        return jsonify({"error": {"code": code, "message": exc.description or code}}), exc.code
 
     def signed(method: str) -> None:
         raw = request.scope.get("raw_path") or request.path.encode()

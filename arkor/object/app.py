@@ -1,4 +1,5 @@
-"""The object server's ASGI app: public API v1 (docs/specs/API.md) on the raw-ASGI `StreamRouter`.
+"""The object server's ASGI app: public API v1 (docs/specs/API.md) on the raw-ASGI `StreamRouter`,
+health and readiness on its QuartTrio control app, wired by `arkor.web.role.role_app`.
 
 Every route streams: PUT bodies are pulled chunk by chunk (back-pressure to the client's TCP window)
 and GET bodies are the transfer engine's `RangeReader` (an async context manager owning its
@@ -35,17 +36,14 @@ from arkor.object.lfs import routes as lfs_routes
 from arkor.object.lfs.storage import LFS_BUCKET
 from arkor.object.service import ObjectService
 from arkor.transfer.contracts import Registry
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter
-from arkor.web.metrics import instrument
+from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter
+from arkor.web.role import DRAIN_CHUNK_SECONDS, answer_lifespan, control_app, guard_early_answers, role_app
 from arkor.web.semantics import loads_json, parse_uint
 
 log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 1000
 CONTROL_BODY_LIMIT = 1024 * 1024
-DRAIN_BYTES = 1024**3
-DRAIN_SECONDS = 120.0
-DRAIN_CHUNK_SECONDS = 5.0  # a client still sending its body sends more often than this
 
 
 @dataclass
@@ -126,8 +124,6 @@ class V1Routes:
         self.max_meta = int(ctx.config.object.maxMetadataBytes)
 
     def register(self, router: StreamRouter) -> None:
-        router.add(r"/healthz", ["GET", "HEAD"], self.healthz)
-        router.add(r"/readyz", ["GET", "HEAD"], self.readyz)
         router.add(r"/v1/?", ["GET", "HEAD"], self.list_buckets)
         router.add(r"/v1/(?P<bucket>[^/]+)/?", ["GET", "HEAD", "DELETE"], self.bucket)
         router.add(
@@ -135,26 +131,6 @@ class V1Routes:
             ["GET", "HEAD", "PUT", "DELETE", "POST"],
             self.object,
         )
-
-    # --- health -------------------------------------------------------------------------------
-    async def healthz(self, request: Request) -> Response:
-        return Response.json({"status": "ok", "role": "object"})
-
-    async def readyz(self, request: Request) -> Response:
-        """Ready when the registry answers and at least one group is writable."""
-        try:
-            with trio.fail_after(5):
-                groups = await self.registry.groups()
-        except (Exception, trio.TooSlowError) as exc:  # noqa: BLE001 - reported, not raised
-            reason = f"registry: {exc!r}"
-            return Response.json({"ready": False, "reason": reason,
-                                  "error": {"code": "not_ready", "message": reason}}, status=503)
-        writable = [g.group for g in groups if g.writable]
-        if writable:
-            return Response.json({"ready": True, "writable_groups": writable})
-        message = "no data group is writable"
-        return Response.json({"ready": False, "writable_groups": [],
-                              "error": {"code": "not_ready", "message": message}}, status=503)
 
     # --- buckets ------------------------------------------------------------------------------
     async def list_buckets(self, request: Request) -> Response:
@@ -360,102 +336,46 @@ class V1Routes:
         return _put_reply(record)
 
 
-async def _drain(receive: Receive, done: Any, chunk_timeout: float) -> None:
-    """Read and drop the rest of a request body we answered early (an error), within bounds.
-
-    Why: HTTP/1.1 clients such as httpx and curl only read the response once they have sent the
-    whole body; a server that stops reading leaves them blocked until their own timeout, never
-    seeing the error. Past the bounds we give up and the connection is closed."""
-    dropped = 0
-    with trio.move_on_after(DRAIN_SECONDS):
-        while not done() and dropped < DRAIN_BYTES:
-            with trio.move_on_after(chunk_timeout) as scope:
-                message = await receive()
-            if scope.cancelled_caught or message["type"] != "http.request":
-                return
-            dropped += len(message.get("body", b""))
-
-
-async def _discard_until_closed(receive: Receive) -> None:
-    """Keep taking body messages until hypercorn says the stream is closed.
-
-    Why: when a response completes, hypercorn pushes `http.disconnect` into the request's bounded
-    queue from inside our `send`; if the queue is full of body chunks nobody reads, that `send`
-    never returns (a deadlock that leaves the client hanging). Runs only past `_drain`'s bounds."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
-
-
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-        if name == b"transfer-encoding":
-            return True
-    return False
-
-
 def build_object_app(ctx: ObjectContext) -> ASGIApp:
-    """The object server app: v1 routes, Git LFS routes, metrics, per-request nursery."""
+    """The object server app (`arkor.web.role.role_app`): v1 and Git LFS routes on the raw router,
+    health and readiness on the QuartTrio control app, early answers drained, metrics."""
     router = StreamRouter()
     V1Routes(ctx).register(router)
     lfs_routes.register(router, ctx)
-    return instrument(request_lifecycle(router, ctx.body_timeout), "object")
+    return role_app("object", router, _control(ctx), early_answers=ctx.body_timeout)
 
 
 def request_lifecycle(handler: ASGIApp, body_timeout: float) -> ASGIApp:
-    """Wrap a streaming handler (the v1 router, the S3 app): lifespan, a nursery per request,
-    and the bounded drain of a body answered early (see `_drain`)."""
-    drain_timeout = min(body_timeout, DRAIN_CHUNK_SECONDS)
+    """A streaming handler without a control app (the S3 listener): lifespan answered and the
+    bounded drain of a body answered early."""
+    return guard_early_answers(answer_lifespan(handler), min(body_timeout, DRAIN_CHUNK_SECONDS))
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        body_done = not _has_body(scope)
-        answered = False  # the response is complete (then nothing but _discard_until_closed reads)
-        status = 0
 
-        async def tracking_receive() -> dict[str, Any]:
-            nonlocal body_done
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
+def _control(ctx: ObjectContext) -> Any:
+    """The QuartTrio app of the object role: liveness and readiness."""
+    from quart import jsonify
 
-        async def closing_send(message: dict[str, Any]) -> None:
-            nonlocal answered, status
-            # Answered before the whole body was read (an error): the connection cannot be reused,
-            # so say so; otherwise a client may send its next request into a closing socket.
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                if not body_done:
-                    message = {**message, "headers": [*message.get("headers", []), [b"connection", b"close"]]}
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # Let the client finish sending, so that it reads our answer (not when the answer
-                # is that it stopped sending: 408 after the body timeout).
-                if not body_done and status != 408:
-                    await _drain(tracking_receive, lambda: body_done, drain_timeout)
-                if not body_done:
-                    nursery.start_soon(_discard_until_closed, tracking_receive)
-                answered = True
-            await send(message)
+    app = control_app("arkor.object")
 
-        async with trio.open_nursery() as nursery:
-            try:
-                await handler(scope, tracking_receive, closing_send)
-                if not body_done and not answered:  # no response at all (client gone): drain
-                    await _drain(tracking_receive, lambda: body_done, drain_timeout)
-            finally:
-                nursery.cancel_scope.cancel()  # the discard of an abandoned body
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return jsonify({"status": "ok", "role": "object"})
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        """Ready when the registry answers and at least one group is writable."""
+        try:
+            with trio.fail_after(5):
+                groups = await ctx.registry.groups()
+        except (Exception, trio.TooSlowError) as exc:  # noqa: BLE001 - reported, not raised
+            reason = f"registry: {exc!r}"
+            return jsonify({"ready": False, "reason": reason,
+                            "error": {"code": "not_ready", "message": reason}}), 503
+        writable = [g.group for g in groups if g.writable]
+        if writable:
+            return jsonify({"ready": True, "writable_groups": writable})
+        message = "no data group is writable"
+        return jsonify({"ready": False, "writable_groups": [],
+                        "error": {"code": "not_ready", "message": message}}), 503
 
     return app

@@ -1,9 +1,10 @@
 """The registry center's HTTP app: one signed JSON endpoint per `Registry` method.
 
-Served as raw ASGI on `StreamRouter` (no Quart): every request here is small JSON, and the raw layer
-costs less CPU per request than Quart on hypercorn (STACK-NOTES), which is what bounds registry
-throughput. Every endpoint except /healthz, /readyz and /metrics requires the cluster signature.
-Bad input is a 4xx JSON error with a stable code; a metadata store that is down is 503.
+The internal calls are raw ASGI on `StreamRouter`: every request here is small JSON, and the raw
+layer costs less CPU per request than Quart on hypercorn (STACK-NOTES), which is what bounds registry
+throughput. Health and readiness are on the role's QuartTrio control app (`arkor.web.role`).
+Every endpoint except /healthz, /readyz and /metrics requires the cluster signature. Bad input is
+a 4xx JSON error with a stable code; a metadata store that is down is 503.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from arkor.errors import ArkorError, BadRequest, ServiceUnavailable
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
-from arkor.web.metrics import instrument
+from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
+from arkor.web.role import control_app, role_app
 from arkor.web.semantics import loads_json, parse_uint
 
 log = logging.getLogger(__name__)
@@ -100,18 +101,6 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
         body = await request.read_body(max_size=limit, chunk_timeout=BODY_TIMEOUT)
         check_body(body, request.headers.get(CONTENT_SHA256_HEADER))  # the body that was signed
         return loads_json(body)
-
-    @route("/healthz", ["GET", "HEAD"], signed=False)
-    async def healthz(request: Request) -> Response:
-        return Response.json({"status": "ok", "role": "registry"})
-
-    @route("/readyz", ["GET", "HEAD"], signed=False)
-    async def readyz(request: Request) -> Response:
-        with trio.move_on_after(5) as scope:
-            await service.reclaim_backlog()
-        if scope.cancelled_caught:
-            raise ServiceUnavailable("metadata store did not answer in 5 s", code="not_ready")
-        return Response.json({"status": "ready"})
 
     @route(f"{PREFIX}/heartbeat", ["POST"])
     async def heartbeat(request: Request) -> Response:
@@ -285,22 +274,25 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     async def reclaim_status(request: Request) -> Response:
         return Response.json({"backlog": await service.reclaim_backlog()})
 
-    return instrument(_with_lifespan(router), "registry")
+    return role_app("registry", router, _control(service))
 
 
-def _with_lifespan(app: ASGIApp) -> ASGIApp:
-    """Answer hypercorn's lifespan protocol (there is no Quart app behind the router)."""
+def _control(service: RegistryService) -> Any:
+    """The QuartTrio app of the registry role: liveness and readiness (unsigned)."""
+    from quart import jsonify
 
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await app(scope, receive, send)
-            return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    app = control_app("arkor.registry")
 
-    return wrapped
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return jsonify({"status": "ok", "role": "registry"})
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        with trio.move_on_after(5) as scope:
+            await service.reclaim_backlog()
+        if scope.cancelled_caught:
+            raise ServiceUnavailable("metadata store did not answer in 5 s", code="not_ready")
+        return jsonify({"status": "ready"})
+
+    return app
