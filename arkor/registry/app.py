@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from arkor.errors import ArkorError, BadRequest, ServiceUnavailable
+from arkor.errors import BadRequest, ServiceUnavailable
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
@@ -84,8 +84,6 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
                                    request.headers.get(SIGNATURE_HEADER), declared_digest(request.headers))
                 try:
                     return await handler(request)
-                except ArkorError:
-                    raise
                 except errors as exc:
                     log.warning("metadata store error on %s %s: %r", request.method, request.path, exc)
                     raise ServiceUnavailable(
