@@ -67,6 +67,9 @@ def test_put_to_missing_bucket_is_no_such_bucket(s3: Any, s3server: S3Server) ->
     error = exc.value.response
     assert error["ResponseMetadata"]["RequestId"] == error["ResponseMetadata"]["HTTPHeaders"][
         "x-amz-request-id"]
+    with pytest.raises(ClientError) as exc:  # a large body is refused before it is read
+        s3.put_object(Bucket="never-created", Key="big", Body=os.urandom(3 * 1024 * 1024))
+    assert code_of(exc) == "NoSuchBucket"
     # nothing was stored, and the bucket was not created on the side
     assert "never-created" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 

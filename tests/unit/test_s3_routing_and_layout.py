@@ -80,3 +80,14 @@ def test_s3_bucket_names_refused(name: str) -> None:
 def test_s3_bucket_names_accepted() -> None:
     for name in ("abc", "my.bucket-1", "a" * 63):
         buckets.check_s3_bucket_name(name)
+
+
+def test_s3_config_section() -> None:
+    from arkor.config import ConfigError, load_config
+
+    config = load_config(None, ["s3.port=9130", "s3.region=eu-west-3", "s3.domain=s3.example.com"])
+    assert (config.s3.enabled, config.s3.port, config.s3.region) == (True, 9130, "eu-west-3")
+    assert load_config(None, ["s3.enabled=false"]).s3.enabled is False
+    for bad in ("s3.region=EU WEST", "s3.port=70000", "s3.nope=1"):
+        with pytest.raises(ConfigError, match="s3"):
+            load_config(None, [bad])
