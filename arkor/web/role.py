@@ -102,6 +102,9 @@ def guard_early_answers(app: ASGIApp, drain_timeout: float) -> ASGIApp:
             await app(scope, receive, send)
             return
         cycle = RequestCycle.for_scope(scope)
+        if cycle.body_done:  # no body (a GET, a HEAD): nothing can be answered early
+            await app(scope, receive, send)
+            return
 
         async def tracking_receive() -> dict[str, Any]:
             message = await receive()
