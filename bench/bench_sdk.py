@@ -30,21 +30,9 @@ import trio
 
 from arkor.client import ArkorClient
 from arkor.config import parse_size
-from tests.procs import ArkorProcess, free_port, write_config
+from tests.object.cluster import start_allinone
 
 MB = 1_000_000
-
-
-def start_allinone(root: Path) -> ArkorProcess:
-    ports = [free_port() for _ in range(5)]
-    config = write_config(root / "runtime.yaml", {"run": {"logPath": str(root / "log")}})
-    return ArkorProcess(
-        "allinone", config, ports[0], log_path=root / "allinone.log",
-        overrides=[
-            f"allinone.objectPort={ports[0]}", f"allinone.registryPort={ports[1]}",
-            f"allinone.dataPorts=[{ports[2]},{ports[3]},{ports[4]}]", f"allinone.dataDir={root / 'data'}",
-        ],
-    ).start(wait=60)
 
 
 def write_file(path: Path, size: int) -> str:

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import yaml
@@ -28,6 +29,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Stoppable(Protocol):
+    def stop(self) -> object: ...
+
+
+StoppableT = TypeVar("StoppableT", bound=Stoppable)
+
+
+def stopped_after(started: StoppableT) -> Iterator[StoppableT]:
+    """A fixture's body: `yield from stopped_after(start_x())` hands the started process or cluster
+    to the test and stops it afterwards, whether the test passed or failed."""
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -1,4 +1,5 @@
-"""A real `arkor allinone` for the client tests: one per test module, each test in its own bucket."""
+"""A real `arkor allinone` for the client tests (tests/object/cluster.py starts it): one per test
+module, each test in its own bucket."""
 
 from __future__ import annotations
 
@@ -9,35 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ArkorProcess, free_port, write_config
-
-
-def start_allinone(root: Path) -> ArkorProcess:
-    """An allinone on free loopback ports with all its data under `root`."""
-    ports = [free_port() for _ in range(5)]
-    config = write_config(root / "runtime.yaml", {"run": {"logPath": str(root / "log")}})
-    proc = ArkorProcess(
-        "allinone",
-        config,
-        ports[0],
-        log_path=root / "allinone.log",
-        overrides=[
-            f"allinone.objectPort={ports[0]}",
-            f"allinone.registryPort={ports[1]}",
-            f"allinone.dataPorts=[{ports[2]},{ports[3]},{ports[4]}]",
-            f"allinone.dataDir={root / 'data'}",
-        ],
-    )
-    return proc.start(wait=60)
+from tests.object.cluster import start_allinone
+from tests.procs import ArkorProcess, stopped_after
 
 
 @pytest.fixture(scope="module")
 def allinone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArkorProcess]:
-    proc = start_allinone(tmp_path_factory.mktemp("allinone"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from stopped_after(start_allinone(tmp_path_factory.mktemp("allinone")))
 
 
 @pytest.fixture

@@ -13,28 +13,16 @@ from arkor.client import ArkorClient
 from arkor.client.sync import SyncClient
 from arkor.errors import Unauthorized
 from tests.client.conftest import pattern
-from tests.procs import ArkorProcess, free_port, run_cli, write_config
+from tests.object.cluster import start_allinone
+from tests.procs import ArkorProcess, run_cli, stopped_after
 
 ACCESS, SECRET = "ci-user", "ci-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArkorProcess]:
-    root = tmp_path_factory.mktemp("secured")
-    ports = [free_port() for _ in range(5)]
-    config = write_config(root / "runtime.yaml", {
-        "run": {"logPath": str(root / "log")},
-        "auth": {"anonymousLoopback": False,
-                 "users": [{"name": "ci", "accessKey": ACCESS, "secretKey": SECRET}]},
-    })
-    proc = ArkorProcess("allinone", config, ports[0], log_path=root / "allinone.log", overrides=[
-        f"allinone.objectPort={ports[0]}", f"allinone.registryPort={ports[1]}",
-        f"allinone.dataPorts=[{ports[2]},{ports[3]},{ports[4]}]", f"allinone.dataDir={root / 'data'}",
-    ]).start(wait=60)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    auth = {"anonymousLoopback": False, "users": [{"name": "ci", "accessKey": ACCESS, "secretKey": SECRET}]}
+    yield from stopped_after(start_allinone(tmp_path_factory.mktemp("secured"), auth=auth))
 
 
 async def test_sdk_needs_and_uses_credentials(secured: ArkorProcess, bucket: str) -> None:

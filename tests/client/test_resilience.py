@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from arkor.client import ArkorClient, ConnectionFailed
-from tests.client.conftest import pattern, start_allinone
+from tests.client.conftest import pattern
+from tests.object.cluster import start_allinone
 
 KiB, MiB = 1024, 1024 * 1024
 

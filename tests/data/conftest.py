@@ -12,7 +12,7 @@ import pytest
 from arkor.checksum import crc32c
 from arkor.fileid import FileID
 from arkor.security import ClusterAuth, signed_headers
-from tests.procs import ArkorProcess, free_port, write_config
+from tests.procs import ArkorProcess, free_port, stopped_after, write_config
 
 SECRET = "data-test-cluster-secret"
 AUTH = ClusterAuth(SECRET.encode())  # signs whatever httpx sends (path, query, body digest)
@@ -35,11 +35,7 @@ def start_data(tmp_path: Path, **data: Any) -> ArkorProcess:
 
 @pytest.fixture
 def data_server(tmp_path: Path) -> Iterator[ArkorProcess]:
-    proc = start_data(tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from stopped_after(start_data(tmp_path))
 
 
 def signed(method: str, path: str, *, crc: int | None = None) -> dict[str, str]:

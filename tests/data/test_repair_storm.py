@@ -18,18 +18,14 @@ from arkor.fileid import FileID
 from arkor.security import signed_headers
 from tests.data.conftest import payload
 from tests.object.cluster import CLUSTER_SECRET, Cluster, start_cluster
-from tests.procs import ArkorProcess, run_cli
+from tests.procs import ArkorProcess, run_cli, stopped_after
 
 WINDOW = 10.0  # seconds watched after the first corrupt read
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from stopped_after(start_cluster(tmp_path))
 
 
 def cpu_seconds(proc: ArkorProcess) -> float:

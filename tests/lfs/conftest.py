@@ -7,24 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lfs.gitlfs import require_git_lfs, start_allinone
-from tests.procs import ArkorProcess
+from tests.procs import ArkorProcess, stopped_after
 
 
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArkorProcess]:
     require_git_lfs()
-    proc = start_allinone(tmp_path_factory.mktemp("lfs-dev"), prod=False)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from stopped_after(start_allinone(tmp_path_factory.mktemp("lfs-dev"), prod=False))
 
 
 @pytest.fixture(scope="module")
 def prod_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArkorProcess]:
     require_git_lfs()
-    proc = start_allinone(tmp_path_factory.mktemp("lfs-prod"), prod=True)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from stopped_after(start_allinone(tmp_path_factory.mktemp("lfs-prod"), prod=True))

@@ -12,9 +12,9 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from tests.procs import ArkorProcess, free_port, write_config
+from tests.object.cluster import start_allinone as start_object_allinone
+from tests.procs import ArkorProcess
 
 GIT_TIMEOUT = 600.0
 
@@ -38,24 +38,14 @@ def require_git_lfs() -> None:
 
 
 def start_allinone(directory: Path, *, prod: bool) -> ArkorProcess:
-    """A real `arkor allinone` on free ports, its data and logs under `directory`."""
-    ports = [free_port() for _ in range(5)]
-    config: dict[str, Any] = {
-        "run": {"runMode": "prod" if prod else "dev", "logPath": str(directory / "log")},
-        "allinone": {
-            "dataDir": str(directory / "data"),
-            "objectPort": ports[0],
-            "registryPort": ports[1],
-            "dataPorts": ports[2:],
-        },
-    }
-    if prod:
-        config["cluster"] = {"secret": "lfs-test-cluster-secret-0123456789"}
-        config["auth"] = {"anonymousLoopback": False, "users": USERS}
-    path = write_config(directory / "runtime.yaml", config)
-    proc = ArkorProcess("allinone", path, ports[0], log_path=directory / "allinone.log")
-    proc.start(wait=60.0)
-    return proc
+    """A real `arkor allinone` on free ports, its data and logs under `directory`; prod: Basic auth
+    with USERS and a cluster secret, dev: anonymous loopback."""
+    if not prod:
+        return start_object_allinone(directory)
+    return start_object_allinone(
+        directory, run={"runMode": "prod"}, cluster={"secret": "lfs-test-cluster-secret-0123456789"},
+        auth={"anonymousLoopback": False, "users": USERS},
+    )
 
 
 def sha256_file(path: Path) -> str:
