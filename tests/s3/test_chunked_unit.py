@@ -21,6 +21,7 @@ from arkor.object.s3.sigv4 import (
     signing_key,
     trailer_signature,
 )
+from tests.mutation import mutate
 from tests.s3.capture import SECRET_KEY, client
 from tests.s3.test_sigv4_unit import aws_streaming_example, secret_for
 
@@ -335,15 +336,7 @@ def test_random_corruption_is_refused_or_harmless() -> None:
     for round_ in range(1500):
         signed_body = round_ % 2 == 0
         body = bytearray(good if signed_body else plain)
-        for _ in range(rng.randint(1, 3)):
-            pos = rng.randrange(len(body))
-            op = rng.random()
-            if op < 0.5:
-                body[pos] = rng.choice(alphabet)
-            elif op < 0.75:
-                del body[pos]
-            else:
-                body.insert(pos, rng.choice(alphabet))
+        mutate(body, rng, alphabet, rng.randint(1, 3), replace_below=0.5, delete_below=0.75)
         decoder = (AwsChunkedDecoder(identity=identity, signed=True, decoded_length=len(payload))
                    if signed_body else unsigned(len(payload)))
         cut = rng.randrange(1, len(body))

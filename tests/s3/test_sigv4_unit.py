@@ -15,6 +15,7 @@ import pytest
 
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.sigv4 import authenticate_sigv4, chunk_signature
+from tests.mutation import mutate
 from tests.s3.capture import ACCESS_KEY, REGION, SECRET_KEY, Captured, client, presigned
 
 
@@ -256,15 +257,7 @@ def test_random_corruption_never_escapes_as_another_exception(
         field = "authorization" if req is put_request else "query"
         text = req.headers["authorization"] if field == "authorization" else req.raw_query
         chars = list(text)
-        for _ in range(rng.randint(1, 4)):
-            pos = rng.randrange(len(chars))
-            op = rng.random()
-            if op < 0.4:
-                chars[pos] = rng.choice(alphabet)
-            elif op < 0.7:
-                del chars[pos]
-            else:
-                chars.insert(pos, rng.choice(alphabet))
+        mutate(chars, rng, alphabet, rng.randint(1, 4), replace_below=0.4, delete_below=0.7)
         text = "".join(chars)
         mutated = (with_headers(req, authorization=text) if field == "authorization"
                    else dataclasses.replace(req, raw_query=text))
