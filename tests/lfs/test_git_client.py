@@ -27,6 +27,15 @@ def _write(path: Path, size: int) -> None:
             left -= step
 
 
+def _repo_with_one_commit(git: GitEnv, work: Path, lfs_url: str, name: str) -> Path:
+    """A new repository at `work` with one committed 1 KiB LFS file `name`, not pushed yet."""
+    git.new_repo(work, lfs_url)
+    _write(work / name, 1024)
+    git.run("add", ".", cwd=work)
+    git.run("commit", "-q", "-m", name, cwd=work)
+    return work
+
+
 def _stored(server: ArkorProcess, prefix: str) -> dict[str, float]:
     """Server side view through the v1 API: key -> last_modified of the repo's LFS objects."""
     out: dict[str, float | str] = {}
@@ -179,22 +188,14 @@ def test_wrong_credentials_and_read_only_user(prod_server: ArkorProcess, tmp_pat
     url = f"{prod_server.url}/team/private.git/info/lfs"
     wrong = GitEnv(tmp_path / "home-wrong")
     wrong.store_credentials(prod_server.url, "alice-key", "not-the-secret")
-    work = tmp_path / "work"
-    wrong.new_repo(work, url)
-    _write(work / "a.bin", 1024)
-    wrong.run("add", ".", cwd=work)
-    wrong.run("commit", "-q", "-m", "a", cwd=work)
+    work = _repo_with_one_commit(wrong, tmp_path / "work", url, "a.bin")
     failed = wrong.run("push", "origin", "main", cwd=work, check=False)
     assert failed.returncode != 0
     assert re.search(r"401|[Aa]uthori[sz]ation|credentials", failed.stderr), failed.stderr
 
     # A user with read-only access to team/* cannot push (403) ...
     carol = _git_as(tmp_path, prod_server, "carol")
-    work_c = tmp_path / "carol"
-    carol.new_repo(work_c, url)
-    _write(work_c / "c.bin", 1024)
-    carol.run("add", ".", cwd=work_c)
-    carol.run("commit", "-q", "-m", "c", cwd=work_c)
+    work_c = _repo_with_one_commit(carol, tmp_path / "carol", url, "c.bin")
     denied = carol.run("push", "origin", "main", cwd=work_c, check=False)
     assert denied.returncode != 0
     assert re.search(r"403|carol has no push", denied.stderr), denied.stderr

@@ -39,14 +39,20 @@ async def signed(
     return await client.request(method, url + path, auth=auth, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_bad_input_gets_clear_4xx_json(
-    tmp_path: Path, request: pytest.FixtureRequest, unique_name: str, processes: list[ArkorProcess],
-    http_client: httpx.AsyncClient,
-) -> None:
-    raw = registry_config(tmp_path, "sqlite-memory", request, unique_name)
-    proc = start_registry(tmp_path, raw)
+@pytest.fixture
+def sqlite_registry(
+    tmp_path: Path, request: pytest.FixtureRequest, unique_name: str, processes: list[ArkorProcess]
+) -> ArkorProcess:
+    """A real registry on SQLite + the in-process KV with the default settings, killed after the test."""
+    proc = start_registry(tmp_path, registry_config(tmp_path, "sqlite-memory", request, unique_name))
     processes.append(proc)
-    url = proc.url
+    return proc
+
+
+async def test_bad_input_gets_clear_4xx_json(
+    sqlite_registry: ArkorProcess, http_client: httpx.AsyncClient
+) -> None:
+    url = sqlite_registry.url
     big_meta = {"record": {**record("b", "k", 1).to_json(), "metadata": {"x": "y" * 10000}}}
     cases = [
         ("POST", "/internal/v1/leases", {"content": b"{not json"}, 400, "malformed_json"),
@@ -87,14 +93,8 @@ async def test_bad_input_gets_clear_4xx_json(
         assert (await http_client.get(url + path)).status_code == 200
 
 
-async def test_every_method_over_http(
-    tmp_path: Path, request: pytest.FixtureRequest, unique_name: str, processes: list[ArkorProcess],
-    http_client: httpx.AsyncClient,
-) -> None:
-    raw = registry_config(tmp_path, "sqlite-memory", request, unique_name)
-    proc = start_registry(tmp_path, raw)
-    processes.append(proc)
-    reg = http_registry(proc, http_client)
+async def test_every_method_over_http(sqlite_registry: ArkorProcess, http_client: httpx.AsyncClient) -> None:
+    reg = http_registry(sqlite_registry, http_client)
     lease = await reg.lease_keys(100)
     key = "dir/ünï cödé?#%.txt"
     stored = await reg.commit_object(record("bkt", key, lease.start), if_none_match=True)
@@ -123,7 +123,7 @@ async def test_every_method_over_http(
     await reg.delete_bucket("bkt")
     await reg.heartbeat(ServerInfo("s1", "http://127.0.0.1:1", 1, free=1))
     assert [g.group for g in await reg.groups()] == [1]
-    proc.kill()
+    sqlite_registry.kill()
     with pytest.raises(ServiceUnavailable):
         await reg.lease_keys(1)
 
