@@ -36,14 +36,13 @@ import psutil
 import trio
 
 from arkor.checksum import crc32c
-from arkor.config import parse_size
 from arkor.data import needle as nd
 from arkor.data.idxfile import IDX_HEADER, IDX_MAGIC, Record, idx_path
 from arkor.data.store import NeedleStore
 from arkor.data.volume import dat_path
 from arkor.fileid import FileID
 from arkor.security import signed_headers
-from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx
+from bench.common import MB, RawHttp, machine, raw_disk_write, run_clients, start_nginx, throughput_parser
 from tests.procs import ArkorProcess, PeakRss, free_port, write_config
 
 SECRET = "bench-data-secret"
@@ -289,13 +288,8 @@ def report(args: argparse.Namespace, r: dict[str, float]) -> None:
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--big", type=parse_size, default=64 * 1024 * 1024)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = throughput_parser(__doc__, small=4000)
     parser.add_argument("--million", type=int, default=1_000_000)
-    parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
     trio.run(main, parser.parse_args())
 
 

@@ -31,8 +31,16 @@ from pathlib import Path
 
 import trio
 
-from arkor.config import parse_size
-from bench.common import MB, Floor, RawHttp, machine, raw_disk_write, run_clients, start_nginx
+from bench.common import (
+    MB,
+    Floor,
+    RawHttp,
+    machine,
+    raw_disk_write,
+    run_clients,
+    start_nginx,
+    throughput_parser,
+)
 from bench.swift_saio import DEFAULT_VENV, SwiftSaio, ensure_venv
 from tests.object.cluster import start_allinone, start_cluster
 from tests.procs import ArkorProcess, PeakRss
@@ -263,17 +271,12 @@ def goal_table(args: argparse.Namespace, results: dict[str, dict[str, dict[str, 
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--big", type=parse_size, default=64 * 1024 * 1024)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = throughput_parser(__doc__, small=3000)
     parser.add_argument("--workers", type=int, default=2, help="object.workers for the cluster")
     parser.add_argument("--deployments", nargs="+", default=["allinone", "cluster", "swift"],
                         choices=["allinone", "cluster", "swift"],
                         help="swift: a Swift SAIO (3 replicas, tempauth) as the peer reference")
     parser.add_argument("--swift-venv", default=str(DEFAULT_VENV), help="Swift's own venv (made if missing)")
-    parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
     trio.run(main, parser.parse_args())
 
 

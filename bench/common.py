@@ -1,8 +1,10 @@
-"""Pieces every benchmark shares: a cheap HTTP/1.1 load client, an RSS sampler, an nginx reference
-server and a one-line machine description. Benchmarks run one at a time (flock /tmp/arkor-bench.lock)."""
+"""Pieces every benchmark shares: a cheap HTTP/1.1 load client, an RSS sampler, the reference servers
+(nginx, the floor), the request-rate benchmarks' common options and a one-line machine description.
+Benchmarks run one at a time (flock /tmp/arkor-bench.lock)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -14,6 +16,7 @@ import httpx
 import psutil
 import trio
 
+from arkor.config import parse_size
 from tests.procs import free_port
 
 MB = 1_000_000
@@ -125,7 +128,30 @@ def raw_disk_write(directory: Path, data: bytes) -> float:
     return len(data) / elapsed / MB
 
 
-class Nginx:
+class ReferenceServer:
+    """A reference server subprocess (`proc`) answering HTTP at `url`: ready when a GET answers."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def wait_ready(self, path: str, seconds: float, what: str) -> None:
+        """Until GET `path` answers at all; stopped and an error raised after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + path, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{what} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Nginx(ReferenceServer):
     """nginx on a free port serving `root` (temp config, no daemon, killed on exit)."""
 
     def __init__(self, root: Path, work: Path) -> None:
@@ -149,21 +175,10 @@ http {{
 """)
         self.proc = subprocess.Popen([str(NGINX), "-c", str(conf), "-p", str(work)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url + "/k.bin", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        self.wait_ready("/k.bin", 10, "nginx")
 
 
-class Floor:
+class Floor(ReferenceServer):
     """The floor reference (`bench.floor`): hypercorn's trio worker + a bare ASGI app, one process."""
 
     def __init__(self, size: int) -> None:
@@ -174,19 +189,18 @@ class Floor:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.floor", "--port", str(self.port), "--size", str(size)],
             cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url + "/k", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("the floor reference server did not start")
+        self.wait_ready("/k", 15, "the floor reference server")
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+
+def throughput_parser(doc: str, small: int) -> argparse.ArgumentParser:
+    """The options the request-rate benchmarks share (bench_data, bench_object)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=small, help="small requests per run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--big", type=parse_size, default=64 * 1024 * 1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
+    return parser
 
 
 def start_nginx(work: Path, big: bytes, small: bytes | None = None) -> Nginx | None:

@@ -24,22 +24,19 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 
+def _response(status: int, body: bytes, content_type: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a whole response, built once and sent as they are."""
+    head = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", content_type)],
+    }
+    return head, {"type": "http.response.body", "body": body}
+
+
 def make_app(body: bytes) -> Any:
-    get_head = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-length", str(len(body)).encode()),
-                    (b"content-type", b"application/octet-stream")],
-    }
-    get_body = {"type": "http.response.body", "body": body}
-    put_reply = b'{"stored":true}'
-    put_head = {
-        "type": "http.response.start",
-        "status": 201,
-        "headers": [(b"content-length", str(len(put_reply)).encode()),
-                    (b"content-type", b"application/json")],
-    }
-    put_body = {"type": "http.response.body", "body": put_reply}
+    get_head, get_body = _response(200, body, b"application/octet-stream")
+    put_head, put_body = _response(201, b'{"stored":true}', b"application/json")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
