@@ -52,6 +52,14 @@ async def raw_server(nursery: trio.Nursery, handler: Callable[[trio.SocketStream
     return f"http://127.0.0.1:{port}"
 
 
+async def read_head(stream: trio.SocketStream) -> bytes:
+    """What a raw test server received up to the end of the request head (and any bytes after)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(4096)
+    return data
+
+
 async def test_requests_reuse_one_connection_and_carry_params_json_and_bodies(hyper_url: str) -> None:
     async with LeanClient(timeout=FAST) as client:
         first = await client.request("PUT", hyper_url + "/a/b%2Fc", content=b"x" * 10, params={"q": "1 2"})
@@ -68,10 +76,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(nursery: tr
     served = []
 
     async def one_request_then_close(stream: trio.SocketStream) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += await stream.receive_some(4096)
-        served.append(data)
+        served.append(await read_head(stream))
         await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await trio.sleep(0.05)
         await stream.aclose()  # a keep-alive timeout on the server side
@@ -170,10 +175,7 @@ async def test_signer_sees_what_goes_on_the_wire(nursery: trio.Nursery) -> None:
     seen: list[bytes] = []
 
     async def record(stream: trio.SocketStream) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += await stream.receive_some(4096)
-        seen.append(data)
+        seen.append(await read_head(stream))
         await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
 
     url = await raw_server(nursery, record)

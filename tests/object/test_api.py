@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.object.cluster import start_allinone
-from tests.procs import ArkorProcess
+from tests.procs import ArkorProcess, stopped_after
 
 FRAGMENT = 64 * 1024
 
@@ -21,9 +21,7 @@ FRAGMENT = 64 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArkorProcess]:
     tmp = tmp_path_factory.mktemp("api")
-    proc = start_allinone(tmp, object={"fragmentSize": "64KiB", "bodyTimeout": "2s"})
-    yield proc
-    proc.stop()
+    yield from stopped_after(start_allinone(tmp, object={"fragmentSize": "64KiB", "bodyTimeout": "2s"}))
 
 
 @pytest.fixture
