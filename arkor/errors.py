@@ -48,6 +48,16 @@ class BadRequest(ArkorError):
     code = "bad_request"
 
 
+class BodySizeMismatch(BadRequest):
+    """The body is shorter or longer than its declared size (Content-Length, X-Arkor-Size).
+
+    One concept, three wire codes kept for compatibility: ``incomplete_body`` (public API v1),
+    ``size_mismatch`` (the data server's internal API, subclass `arkor.data.writes.SizeMismatch`)
+    and, for Git LFS uploads, 422 ``size_mismatch`` (the LFS routes translate this class)."""
+
+    code = "incomplete_body"
+
+
 class Unauthorized(ArkorError):
     """Credentials are missing or wrong."""
 

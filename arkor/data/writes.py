@@ -18,13 +18,13 @@ from typing import Any
 from arkor.checksum import crc32c
 from arkor.data import needle as nd
 from arkor.data.volume import COPY_CHUNK, Volume
-from arkor.errors import BadRequest, ChecksumMismatch
+from arkor.errors import BodySizeMismatch, ChecksumMismatch
 
 Runner = Callable[..., Awaitable[Any]]
 
 
-class SizeMismatch(BadRequest):
-    """The body is shorter or longer than the declared size."""
+class SizeMismatch(BodySizeMismatch):
+    """The body is shorter or longer than the declared size (the data server's wire code)."""
 
     code = "size_mismatch"
 

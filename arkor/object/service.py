@@ -14,7 +14,14 @@ import time
 from collections.abc import AsyncIterable
 
 from arkor.config import Config
-from arkor.errors import ArkorError, BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
+from arkor.errors import (
+    ArkorError,
+    BadRequest,
+    BodySizeMismatch,
+    PayloadTooLarge,
+    PreconditionFailed,
+    Unprocessable,
+)
 from arkor.model import ObjectRecord, PartInfo
 from arkor.names import check_bucket, check_object_key
 from arkor.object.guards import UploadBudget, paced
@@ -88,9 +95,7 @@ class ObjectService:
             result = await self.engine.upload(body, want_sha256=sha256 is not None)
         problem: ArkorError | None = None
         if size is not None and result.size != size:
-            problem = BadRequest(
-                f"body has {result.size} bytes, the declared size is {size}", code="incomplete_body"
-            )
+            problem = BodySizeMismatch(f"body has {result.size} bytes, the declared size is {size}")
         elif content_md5 is not None and result.md5 != content_md5:
             problem = BadDigest("Content-MD5 does not match the body; nothing was stored")
         elif sha256 is not None and result.sha256 != sha256.lower():

@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
-from arkor.errors import BadRequest, RangeNotSatisfiable
+from arkor.errors import BadRequest, BodySizeMismatch, RangeNotSatisfiable
+
+__all__ = ["BodySizeMismatch"]  # re-exported: the body helpers of `arkor.web.asgi` raise it
 
 # 19 digits hold every value below 10**19 > 2**63: longer numbers are "beyond anything stored".
 MAX_DIGITS = 19
@@ -157,12 +159,6 @@ def parse_http_date(value: str) -> float | None:
 
 
 # --- bodies --------------------------------------------------------------------------------------
-class BodySizeMismatch(BadRequest):
-    """The body is shorter or longer than its declared size (Content-Length, X-Arkor-Size)."""
-
-    code = "incomplete_body"
-
-
 def declared_length(headers: Mapping[str, str], name: str = "content-length") -> int | None:
     """A declared body size header; None when absent, 400 `invalid_header` when malformed."""
     value = headers.get(name)

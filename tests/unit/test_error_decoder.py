@@ -41,3 +41,13 @@ def test_sdk_uses_the_same_decoder() -> None:
     body = b'{"error": {"code": "no_such_upload", "message": "x"}}'
     sdk, shared = error_from_response(404, body), from_response(404, body)
     assert (type(sdk), sdk.code, sdk.status) == (type(shared), shared.code, shared.status)
+
+
+def test_one_body_size_mismatch_class_under_its_wire_codes() -> None:
+    from arkor.data.writes import SizeMismatch
+    from arkor.web.semantics import BodySizeMismatch as FromSemantics
+
+    assert FromSemantics is errors.BodySizeMismatch
+    assert issubclass(SizeMismatch, errors.BodySizeMismatch) and SizeMismatch.code == "size_mismatch"
+    decoded = from_response(400, b'{"error": {"code": "incomplete_body", "message": "short"}}')
+    assert isinstance(decoded, errors.BodySizeMismatch) and decoded.status == 400

@@ -27,7 +27,15 @@ from typing import Any
 import trio
 
 from arkor.config import Config
-from arkor.errors import ArkorError, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from arkor.errors import (
+    ArkorError,
+    BodySizeMismatch,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+)
 from arkor.model import ObjectRecord
 from arkor.object.auth import Authenticator
 from arkor.object.lfs import auth, protocol
@@ -208,7 +216,7 @@ class LfsRoutes:
                 sha256=oid,
             )
         except ArkorError as exc:
-            if exc.code == "incomplete_body" and length is not None:
+            if isinstance(exc, BodySizeMismatch) and length is not None:
                 # The declared length and the bytes sent disagree: the oid's object is not this.
                 raise Unprocessable(exc.message, code="size_mismatch") from None
             raise
