@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -40,6 +41,15 @@ async def read_all(engine: TransferEngine, fragments: list[Fragment], start: int
         return b"".join([c async for c in chunks])
 
 
+@asynccontextmanager
+async def cleanup_running(engine: TransferEngine) -> AsyncIterator[None]:
+    """The block runs with the engine's background cleanup task started; it is cancelled after."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.cleanup.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 def groups_of(fragments: list[Fragment]) -> set[int]:
     return {FileID.parse(f.fid).group for f in fragments}
 
@@ -64,8 +74,7 @@ async def test_a_failing_replica_moves_the_fragment_to_another_group() -> None:
     registry = MemoryRegistry()
     registry.replicas["mem://g1r2"].mode = "fail"
     engine = make_engine(registry)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.cleanup.run)
+    async with cleanup_running(engine):
         data = os.urandom(4 * FRAG)
         result = await engine.upload(iter_bytes(data))
         assert groups_of(result.fragments) == {2}
@@ -76,7 +85,6 @@ async def test_a_failing_replica_moves_the_fragment_to_another_group() -> None:
         leftovers = registry.stored() - referenced
         assert leftovers <= {f.fid for f in registry.discarded}
         assert not any(r.needles for r in registry.group_replicas(1))
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_hanging_replica_costs_one_write_the_lag_limit_then_is_avoided(
@@ -86,8 +94,7 @@ async def test_a_hanging_replica_costs_one_write_the_lag_limit_then_is_avoided(
     hung = registry.replicas["mem://g1r1"]
     hung.mode = "hang"
     engine = make_engine(registry, lag_limit=0.5)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.cleanup.run)
+    async with cleanup_running(engine):
         for _ in range(20):
             started = trio.current_time()
             result = await engine.upload(iter_bytes(os.urandom(1000)))
@@ -103,7 +110,6 @@ async def test_a_hanging_replica_costs_one_write_the_lag_limit_then_is_avoided(
         for _ in range(5):
             await engine.upload(iter_bytes(os.urandom(1000)))
         assert engine.health.is_closed(hung.url)
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_slow_replica_steers_writes_to_the_healthy_group(
@@ -175,12 +181,10 @@ async def test_upload_fails_with_503_when_no_group_can_take_it(
     for url in ("mem://g1r1", "mem://g2r2"):
         registry.replicas[url].mode = "fail"
     engine = make_engine(registry)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.cleanup.run)
+    async with cleanup_running(engine):
         with pytest.raises(ServiceUnavailable):
             await engine.upload(iter_bytes(os.urandom(3 * FRAG)))
         await engine.cleanup.drained()
-        nursery.cancel_scope.cancel()
     # Deleted where the replica answers; what the failing one may hold is in the reclaim queue.
     assert engine.cleanup.submitted >= 2 and registry.discarded
     assert registry.stored() <= {f.fid for f in registry.discarded}
