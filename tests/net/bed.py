@@ -33,7 +33,7 @@ import yaml
 from arkor.model import GroupInfo
 from arkor.security import ClusterAuth
 from arkor.transfer.registry_client import HttpRegistry
-from tests.net.netns import client_in, in_ns, namespaces, pids_in, sh
+from tests.net.netns import client_in, delete_namespace, in_ns, namespaces, sh
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARKOR_BIN = str(Path(sys.executable).parent / "arkor")
@@ -60,12 +60,7 @@ def cleanup_leftovers() -> list[str]:
         owner = int(match.group(1))
         if owner != os.getpid() and Path(f"/proc/{owner}").exists():
             continue  # another live bed (a concurrent run)
-        for pid in pids_in(ns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        sh("ip", "netns", "del", ns, check=False)
+        delete_namespace(ns)
         removed.append(ns)
     return removed
 
@@ -243,12 +238,7 @@ class Bed:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         for ns in reversed(self.created):
-            for pid in pids_in(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            sh("ip", "netns", "del", ns, check=False)
+            delete_namespace(ns)
         self.created.clear()
 
     # --- faults (each one registers its undo; heal() undoes them all) -----------------------

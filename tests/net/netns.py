@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -124,6 +125,16 @@ def namespaces() -> list[str]:
 def pids_in(ns: str) -> list[int]:
     out = sh("ip", "netns", "pids", ns, check=False).stdout
     return [int(p) for p in out.split() if p.isdigit()]
+
+
+def delete_namespace(ns: str) -> None:
+    """SIGKILL every process left in `ns`, then delete the namespace (gone already is fine)."""
+    for pid in pids_in(ns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sh("ip", "netns", "del", ns, check=False)
 
 
 def can_create_namespaces() -> str | None:
