@@ -7,7 +7,8 @@ threshold it answers a read) and a circuit breaker:
 - closed: normal.
 - open: after a failure (error, timeout) or when the lag EWMA passes `slow_lag`. Writes avoid
   groups with an open member while another writable group exists; reads try it last. It stays open
-  for a backoff (1 s, doubling on every failed probe up to 30 s).
+  for a backoff (1 s, doubling on every failed probe up to 10 s: a healed replica is back
+  within 10 s, a dead one costs one write per 10 s).
 - probe: once the backoff has passed, ONE write is allowed through to probe it (`claim_probe`
   re-arms the backoff for everybody else); a success closes the circuit and resets the backoff, a
   failure re-opens it for twice as long. A read that happens to succeed on it closes it too.
@@ -31,7 +32,7 @@ from arkor.model import GroupInfo, ServerInfo
 
 EWMA_WEIGHT = 0.3  # weight of the newest sample
 BASE_BACKOFF = 1.0
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 
 
 @dataclass

@@ -39,6 +39,7 @@ from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
 
 PREFIX = "/internal/v1"
+UNREACHABLE_PAUSE = 1.0
 
 def object_path(bucket: str, key: str) -> str:
     return f"{PREFIX}/objects/{quote(bucket, safe='')}/{quote(key, safe='/')}"
@@ -59,6 +60,8 @@ class HttpRegistry:
         self.client = client
         self.timeouts = Timeouts.of(timeout)
         self._auth = ClusterAuth(secret)
+        self._down_until = 0.0  # trio time; 0: reachable as far as we know
+        self._down_reason = ""
 
     async def _call(
         self,
@@ -69,6 +72,14 @@ class HttpRegistry:
         params: dict[str, str] | None = None,
     ) -> Any:
         t = self.timeouts
+        if self._down_until:
+            now = trio.current_time()
+            if now < self._down_until:
+                raise ServiceUnavailable(
+                    f"registry {self.base_url} unreachable ({self._down_reason})",
+                    code="registry_unavailable",
+                )
+            self._down_until = now + UNREACHABLE_PAUSE  # this call probes; the others wait
         request = self.client.build_request(
             method, self.base_url + path, json=body, params=params, timeout=t.httpx(head=True)
         )
@@ -76,20 +87,27 @@ class HttpRegistry:
             with trio.fail_after(t.transfer):
                 response = await self.client.send(request, auth=self._auth)
         except trio.TooSlowError:
+            self._unreachable(f"no answer within {t.transfer:g} s")
             raise ServiceUnavailable(
                 f"registry {self.base_url} did not answer within {t.transfer:g} s",
                 code="registry_unavailable",
             ) from None
         except httpx.TransportError as exc:
+            self._unreachable(f"{type(exc).__name__}: {exc}")
             raise ServiceUnavailable(
                 f"registry {self.base_url} unreachable: {type(exc).__name__}: {exc}",
                 code="registry_unavailable",
             ) from exc
+        self._down_until = 0.0
         if response.status_code >= 400:
             raise from_response(response.status_code, response.content, response.headers)
         if not response.content:
             return None
         return response.json()
+
+    def _unreachable(self, reason: str) -> None:
+        self._down_until = trio.current_time() + UNREACHABLE_PAUSE
+        self._down_reason = reason
 
     # --- membership -------------------------------------------------------------------------
     async def heartbeat(self, server: ServerInfo) -> None:
