@@ -11,7 +11,6 @@ compaction, health) are a Quart app behind it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from arkor.errors import ArkorError, BadRequest, LengthRequired
 from arkor.fileid import FileID
 from arkor.security import SIGNATURE_HEADER, Verifier, configured_secret, digest_of
 from arkor.web import semantics
-from arkor.web.asgi import ASGIApp, Receive, Request, Response, Scope, Send, StreamRouter, decoded
+from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
 from arkor.web.role import control_app, role_app
 
 CRC_HEADER = "x-arkor-crc32c"
@@ -41,6 +40,7 @@ class ServerState:
     verifier: Verifier
     url: str = ""
     serving: bool = True
+    repairer: Repairer | None = None  # set once started: ``GET /repair`` reports its progress
 
 
 def parse_crc(value: str | None) -> int:
@@ -189,6 +189,14 @@ def _control_app(state: ServerState) -> Any:
             return jsonify({"error": {"code": "service_unavailable", "message": "shutting down"}}), 503
         return jsonify({"status": "ready"})
 
+    @app.get("/repair")
+    async def repair() -> Any:
+        """Repair progress, unsigned (no cookies in it). Corrupt reads reach the repairer through
+        the store's corruption hook, not through the HTTP answers."""
+        if state.repairer is None:
+            raise ArkorError("repair is not running", code="not_found", status=404)
+        return jsonify(state.repairer.progress.to_json())
+
     @app.get("/status")
     async def status() -> Any:
         body = await store.status()
@@ -228,20 +236,3 @@ def _control_app(state: ServerState) -> Any:
         return jsonify({"compacted": await store.compact(min_garbage_ratio=ratio)})
 
     return app
-
-
-def with_repair_routes(app: ASGIApp, repairer: Repairer) -> ASGIApp:
-    """Serve ``GET /repair``: repair progress, unsigned (no cookies in it). Corrupt reads reach
-    the repairer through the store's corruption hook, not through the HTTP answers."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/repair" and scope["method"] in ("GET", "HEAD"):
-            body = json.dumps(repairer.progress.to_json()).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [[b"content-type", b"application/json"],
-                                    [b"content-length", str(len(body)).encode()]]})
-            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            return
-        await app(scope, receive, send)
-
-    return wrapped

@@ -23,7 +23,7 @@ from arkor.data.local import LocalReplica
 from arkor.data.repair import Repairer
 from arkor.data.scrub import Scrubber
 from arkor.data.store import NeedleStore
-from arkor.dataserver.app import ServerState, build_app, with_repair_routes
+from arkor.dataserver.app import ServerState, build_app
 from arkor.model import ServerInfo
 from arkor.security import configured_secret
 from arkor.transfer.contracts import Registry
@@ -144,7 +144,7 @@ async def serve_data_server(
         )
         scrubber = Scrubber(store, group=data.group, rate=float(data.scrubRate),
                             pause=float(data.repairInterval))
-        app = with_repair_routes(app, repairer)
+        serving.repairer = repairer
         async with peer_client, trio.open_nursery() as nursery:
             await nursery.start(partial(serve_app, app, config.http, f"{data.host}:{data.port}"))
             url = (data.advertiseUrl or f"{url_scheme(config.http)}://{data.host}:{data.port}").rstrip("/")

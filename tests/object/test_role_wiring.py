@@ -47,3 +47,5 @@ def test_every_role_answers_control_and_unknown_paths_alike(ports: dict[str, int
             missing = http.get(base + "/no/such/endpoint/at/all")
             assert missing.status_code == 404, role
             assert missing.json()["error"]["code"] == "not_found", role
+        repair = http.get(f"http://127.0.0.1:{ports['data']}/repair")  # a control route of the data role
+        assert repair.status_code == 200 and "repair_needed" in repair.json(), repair.text
