@@ -429,7 +429,8 @@ class Repairer:
             await close()
             return "fine", ""
         entry = self.store.lookup(fid)
-        urls = [s.url for s in await self.peers() if s.state != "down"]
+        peers = await self.peers() or await self.peers(max_age=0)  # none known yet: ask again
+        urls = [s.url for s in peers if s.state != "down"]
         error, answered = await self._copy(fid, entry.size, entry.crc32c, urls, replace=True)
         if error:
             return ("failed" if answered else "unreachable"), error
