@@ -20,6 +20,7 @@ import trio
 
 from arkor.config import load_config
 from arkor.errors import ArkorError
+from arkor.httpclient import LeanClient
 from arkor.model import ServerInfo
 from arkor.security import configured_secret
 from arkor.transfer.registry_client import HttpRegistry
@@ -28,10 +29,11 @@ from arkor.web.serve import client_verify
 TIMEOUT = 5.0
 
 
-async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+async def _get_json(client: LeanClient, url: str) -> dict[str, Any]:
     try:
-        response = await client.get(url, timeout=TIMEOUT)
-        response.raise_for_status()
+        response = await client.request("GET", url, timeout=TIMEOUT)
+        if response.status_code != 200:
+            return {"error": f"HTTP {response.status_code} from {url}"}
         return dict(response.json())
     except (httpx.HTTPError, ValueError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -41,7 +43,7 @@ async def collect(
     registry_url: str, secret: bytes, verify: ssl.SSLContext | bool = True
 ) -> dict[str, Any]:
     """Groups with each server's registry view, its own status and its repair progress."""
-    async with httpx.AsyncClient(verify=verify) as client:
+    async with LeanClient(verify=verify, timeout=TIMEOUT) as client:
         registry = HttpRegistry(registry_url, secret, client, TIMEOUT)
         groups = await registry.groups()
         backlog = await registry.reclaim_backlog()
@@ -106,7 +108,7 @@ def cmd_remove_server(args: argparse.Namespace) -> int:
     registry_url = args.registry or config.object.registry
 
     async def remove() -> ServerInfo:
-        async with httpx.AsyncClient(verify=client_verify(config.http)) as client:
+        async with LeanClient(verify=client_verify(config.http), timeout=TIMEOUT) as client:
             registry = HttpRegistry(registry_url, configured_secret(config.cluster.secret), client, TIMEOUT)
             return await registry.remove_server(args.server_id, force=args.force)
 

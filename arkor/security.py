@@ -28,7 +28,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 
 import httpx
 
@@ -109,16 +109,24 @@ class ClusterAuth(httpx.Auth):
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        crc = request.headers.get(CRC_HEADER)
-        body = b"" if crc is not None else request.content  # bodies here are bytes, not streams
-        digest = digest_of(body, int(crc, 0) if crc is not None else None)
-        request.headers[SIGNATURE_HEADER] = sign(
-            self.secret, request.method, request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
-            query=request.url.query.decode("ascii"), digest=digest,
-        )
+    def headers_for(self, method: str, path: str, query: str, body: bytes,
+                    headers: Mapping[str, str]) -> dict[str, str]:
+        """The signature headers for a request as it goes on the wire (the lean internal client
+        calls this; `auth_flow` is the same for httpx). A needle PUT is signed over its CRC32C."""
+        crc = next((v for k, v in headers.items() if k.lower() == CRC_HEADER), None)
+        digest = digest_of(b"" if crc is not None else body, int(crc, 0) if crc is not None else None)
+        signed = {SIGNATURE_HEADER: sign(self.secret, method, path, query=query, digest=digest)}
         if crc is None:
-            request.headers[CONTENT_SHA256_HEADER] = digest.removeprefix("sha256:")
+            signed[CONTENT_SHA256_HEADER] = digest.removeprefix("sha256:")
+        return signed
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # A needle PUT is signed over its CRC32C header: its (possibly streamed) body is not read.
+        body = b"" if CRC_HEADER in request.headers else request.content
+        request.headers.update(self.headers_for(
+            request.method, request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
+            request.url.query.decode("ascii"), body, request.headers,
+        ))
         yield request
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import httpx
 import trio
 
 from arkor.config import Config, DataConfig
@@ -24,6 +23,8 @@ from arkor.data.repair import Repairer
 from arkor.data.scrub import Scrubber
 from arkor.data.store import NeedleStore
 from arkor.dataserver.app import ServerState, build_app
+from arkor.httpclient import LeanClient
+from arkor.httpclient import Timeouts as LeanTimeouts
 from arkor.model import ServerInfo
 from arkor.security import configured_secret
 from arkor.transfer.contracts import Registry
@@ -133,9 +134,9 @@ async def serve_data_server(
         app, serving = build_app(config, data, store, server_id)
         state = serving
         # Repair reaches its peers with the object server's replica client (one data-server client)
-        peer_client = httpx.AsyncClient(
-            verify=client_verify(config.http), timeout=httpx.Timeout(PEER_TIMEOUT, connect=5.0),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        peer_client = LeanClient(
+            verify=client_verify(config.http), max_connections=8, max_idle_per_origin=4,
+            timeout=LeanTimeouts(connect=5.0, read=PEER_TIMEOUT, write=PEER_TIMEOUT, pool=PEER_TIMEOUT),
         )
         repairer = Repairer(
             store, group=data.group, server_id=server_id, url=lambda: serving.url, registry=registry,
@@ -172,8 +173,8 @@ async def serve_data_server(
 async def run(config: Config) -> None:
     data = config.data
     secret = configured_secret(config.cluster.secret)
-    async with httpx.AsyncClient(verify=client_verify(config.http),
-                                 timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+    async with LeanClient(verify=client_verify(config.http),
+                          timeout=LeanTimeouts(connect=5.0, read=10.0, write=10.0, pool=10.0)) as client:
         registry: Registry | None = None
         if data.registry:
             registry = HttpRegistry(data.registry, secret, client, 10.0)  # type: ignore[assignment]

@@ -400,11 +400,24 @@ class LeanStream:
         self.status_code = head.status
         self.headers = head.headers
 
+        self.content = b""  # after `aread`
+
     def aiter_raw(self) -> AsyncIterator[bytes]:
         return self._client._body(self._conn, self._head, self.url, self._timeouts)
 
     async def aread(self) -> bytes:
-        return b"".join([piece async for piece in self.aiter_raw()])
+        """The rest of the body (bounded by the client's `max_body`), kept as `content`."""
+        parts, size = [], 0
+        async for piece in self.aiter_raw():
+            size += len(piece)
+            if size > self._client._max_body:
+                raise ProtocolError(f"body over the limit of {self._client._max_body} bytes")
+            parts.append(piece)
+        self.content = b"".join(parts)
+        return self.content
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
 
 
 class Signer(Protocol):

@@ -15,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
 import trio
 import yaml
 
 from arkor.config import Config, dump_config
+from arkor.httpclient import LeanClient
 from arkor.model import ServerInfo
 from arkor.object.app import ObjectContext, build_object_app
 from arkor.object.auth import Authenticator
@@ -64,17 +64,18 @@ async def serve_object_server(
         task_status.started(ctx)
 
 
-def http_client(config: Config) -> httpx.AsyncClient:
+def http_client(config: Config) -> LeanClient:
     """One pooled client for all internal calls of this process (every call passes its own
-    timeouts; these are the replica ones, so nothing runs on an httpx default)."""
-    return httpx.AsyncClient(
+    timeouts; these are the replica ones, so nothing runs on a library default). The lean client,
+    not httpx: internal calls are the cluster's hot path (arkor/httpclient explains)."""
+    return LeanClient(
         verify=client_verify(config.http),
-        timeout=Timeouts.from_config(config.object, "replica").httpx(),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30),
+        timeout=Timeouts.from_config(config.object, "replica").lean(),
+        max_connections=512, max_idle_per_origin=128, idle_expiry=30.0,
     )
 
 
-def http_replica_factory(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
+def http_replica_factory(config: Config, client: LeanClient) -> ReplicaFactory:
     """Replicas over HTTP, one client object per data-server URL."""
     from arkor.transfer.data_client import HttpReplica
 

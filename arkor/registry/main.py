@@ -12,10 +12,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import httpx
 import trio
 
 from arkor.config import Config
+from arkor.httpclient import LeanClient
+from arkor.httpclient import Timeouts as LeanTimeouts
 from arkor.metrics import REPLICA_UP
 from arkor.model import NeedleInfo, ServerInfo
 from arkor.registry.app import build_app
@@ -25,7 +26,7 @@ from arkor.registry.reaper import NeedleLister, Reaper, ReplicaFactory
 from arkor.registry.service import RegistryService
 from arkor.registry.sqlite_store import SqliteStore
 from arkor.registry.store import MetaStore
-from arkor.security import ClusterAuth, configured_secret
+from arkor.security import configured_secret
 from arkor.transfer.contracts import Replica
 from arkor.web.serve import client_verify, serve_app
 
@@ -81,7 +82,7 @@ async def open_service(config: Config) -> AsyncIterator[RegistryService]:
         )
 
 
-def _http_replicas(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
+def _http_replicas(config: Config, client: LeanClient) -> ReplicaFactory:
     """Replicas over HTTP (arkor.transfer.data_client), sharing one pooled client."""
     from arkor.transfer.data_client import HttpReplica
 
@@ -97,24 +98,14 @@ def _http_replicas(config: Config, client: httpx.AsyncClient) -> ReplicaFactory:
     return factory
 
 
-def http_needle_lister(config: Config, client: httpx.AsyncClient) -> NeedleLister:
-    """Page through a data server's signed key listing (GET /needles?after=<hex>&limit=N)."""
-    auth = ClusterAuth(configured_secret(config.cluster.secret))
+def http_needle_lister(config: Config, client: LeanClient) -> NeedleLister:
+    """A data server's live needles, from its signed key listing (`HttpReplica.list_needles`)."""
+    from arkor.transfer.data_client import HttpReplica
 
-    async def lister(server: ServerInfo) -> AsyncIterator[NeedleInfo]:
-        after = "0"
-        while True:
-            response = await client.get(
-                server.url.rstrip("/") + "/needles", params={"after": after, "limit": "1000"}, auth=auth
-            )
-            response.raise_for_status()
-            page = response.json()
-            for raw in page["needles"]:
-                if not raw.get("deleted"):
-                    yield NeedleInfo.from_json(raw)
-            after = page.get("next_after")
-            if not after:
-                return
+    secret = configured_secret(config.cluster.secret)
+
+    def lister(server: ServerInfo) -> AsyncIterator[NeedleInfo]:
+        return HttpReplica(server.url, secret, client, 30.0).list_needles()
 
     return lister
 
@@ -156,10 +147,10 @@ async def _reap(
     config: Config, service: RegistryService, replica_factory: ReplicaFactory | None
 ) -> None:
     rc = config.registry
-    async with httpx.AsyncClient(
+    async with LeanClient(
         verify=client_verify(config.http),
-        timeout=httpx.Timeout(30.0, connect=5.0),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30),
+        timeout=LeanTimeouts(connect=5.0, read=30.0, write=30.0, pool=30.0),
+        max_connections=64, max_idle_per_origin=8,
     ) as client:
         reaper = Reaper(
             service, service.kv, replica_factory or _http_replicas(config, client),

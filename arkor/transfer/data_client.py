@@ -22,6 +22,7 @@ import trio
 from arkor.checksum import crc32c as compute_crc32c
 from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable, from_response
 from arkor.fileid import FileID
+from arkor.httpclient import LeanClient, LeanResponse
 from arkor.model import NeedleInfo
 from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
@@ -31,7 +32,7 @@ CRC_HEADER = "x-arkor-crc32c"
 
 class HttpReplica:
     def __init__(
-        self, base_url: str, secret: bytes, client: httpx.AsyncClient, timeout: float | Timeouts
+        self, base_url: str, secret: bytes, client: LeanClient | httpx.AsyncClient, timeout: float | Timeouts
     ) -> None:
         self.url = base_url.rstrip("/")
         self.secret = secret
@@ -46,34 +47,17 @@ class HttpReplica:
     def _path(self, fid: FileID) -> str:
         return f"{self._prefix}/needles/{fid}"
 
-    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> LeanResponse | httpx.Response:
         """Send, wait for the head within the first-byte timeout (for a PUT: counted from the end
-        of the body, as an httpx read timeout), then read the body chunk by chunk (idle timeout),
-        all within the transfer deadline."""
+        of the body), then read the body (idle timeout between reads), all within the transfer
+        deadline."""
         t = self.timeouts
         url = self.url + path[len(self._prefix):]
-        sends_body = method == "PUT"
-        auth = kwargs.pop("auth", None)  # ClusterAuth for the signed routes (build_request takes none)
-        request = self.client.build_request(
-            method, url, timeout=t.httpx(head=sends_body), **kwargs  # type: ignore[arg-type]
-        )
-        phase = "transfer"
         try:
             with trio.fail_after(t.transfer):
-                if sends_body:
-                    response = await self.client.send(request, auth=auth)  # type: ignore[arg-type]
-                else:
-                    phase = "first byte"
-                    with trio.fail_after(t.first_byte):
-                        response = await self.client.send(request, stream=True, auth=auth)  # type: ignore[arg-type]
-                    phase = "transfer"
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                response = await self.client.request(method, url, timeout=t.for_client(self.client), **kwargs)
         except trio.TooSlowError:
-            limit = t.first_byte if phase == "first byte" else t.transfer
-            raise ServiceUnavailable(f"{self.url}: no {phase} within {limit:g} s") from None
+            raise ServiceUnavailable(f"{self.url}: no answer within {t.transfer:g} s") from None
         except httpx.TimeoutException as exc:
             raise ServiceUnavailable(f"{self.url}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -154,7 +138,7 @@ class HttpReplica:
         path = self._path(fid)
         try:
             async with self.client.stream(
-                "GET", self.url + path[len(self._prefix):], timeout=self.timeouts.httpx()
+                "GET", self.url + path[len(self._prefix):], timeout=self.timeouts.for_client(self.client)
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -169,6 +153,6 @@ class HttpReplica:
             raise ServiceUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
 
 
-def _error(response: httpx.Response) -> ArkorError:
+def _error(response: LeanResponse | httpx.Response) -> ArkorError:
     """`errors.from_response`; a HEAD answer's code travels in its X-Arkor-Error header."""
     return from_response(response.status_code, response.content, response.headers)

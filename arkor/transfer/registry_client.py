@@ -23,6 +23,7 @@ from arkor.errors import (
     ServiceUnavailable,
     from_response,
 )
+from arkor.httpclient import LeanClient
 from arkor.model import (
     BucketInfo,
     Fragment,
@@ -52,7 +53,7 @@ class HttpRegistry:
         self,
         base_url: str,
         secret: bytes,
-        client: httpx.AsyncClient,
+        client: LeanClient | httpx.AsyncClient,
         timeout: float | Timeouts = Timeouts(2.0, 5.0, 5.0, 10.0),
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -80,12 +81,12 @@ class HttpRegistry:
                     code="registry_unavailable",
                 )
             self._down_until = now + UNREACHABLE_PAUSE  # this call probes; the others wait
-        request = self.client.build_request(
-            method, self.base_url + path, json=body, params=params, timeout=t.httpx(head=True)
-        )
         try:
             with trio.fail_after(t.transfer):
-                response = await self.client.send(request, auth=self._auth)
+                response = await self.client.request(
+                    method, self.base_url + path, json=body, params=params, auth=self._auth,
+                    timeout=t.for_client(self.client),
+                )
         except trio.TooSlowError:
             self._unreachable(f"no answer within {t.transfer:g} s")
             raise ServiceUnavailable(

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from arkor.httpclient import LeanClient
+from arkor.httpclient import Timeouts as LeanTimeouts
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -48,6 +51,17 @@ class Timeouts:
     @classmethod
     def of(cls, value: float | Timeouts) -> Timeouts:
         return value if isinstance(value, Timeouts) else cls.uniform(float(value))
+
+    def for_client(self, client: object) -> LeanTimeouts | httpx.Timeout:
+        """The form `client` takes: the roles call each other with the lean client; tests and
+        tools may hand an httpx.AsyncClient they also use for other calls (first byte = read)."""
+        return self.lean() if isinstance(client, LeanClient) else self.httpx(head=True)
+
+    def lean(self) -> LeanTimeouts:
+        """The lean internal client's form: connect (and the wait for a pooled connection), the
+        answer's head within `first_byte` of the request being sent, `idle` between chunks."""
+        return LeanTimeouts(connect=self.connect, read=self.idle, write=self.idle, pool=self.connect,
+                            first_byte=self.first_byte)
 
     def httpx(self, *, head: bool = False) -> httpx.Timeout:
         """httpx timeouts: `head=True` when the first read is the response head after a sent body

@@ -192,7 +192,7 @@ async def test_stream_reads_as_iterated_and_only_a_finished_body_is_pooled(hyper
         origin = ("http", "127.0.0.1", int(hyper_url.rsplit(":", 1)[1]))
         async with client.stream("PUT", hyper_url + "/big", content=big) as response:
             assert response.status_code == 201
-            assert await response.aread() == big
+            assert await response.aread() == big and response.content == big
         assert len(client._idle[origin]) == 1
         async with client.stream("PUT", hyper_url + "/big", content=big) as response:
             async for _piece in response.aiter_raw():
