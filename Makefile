@@ -28,6 +28,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check arkor tests bench
+	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

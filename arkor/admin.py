@@ -128,7 +128,7 @@ def _registry_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", default=None, help="registry URL (default: object.registry)")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `arkor admin ...` on the `arkor` command's subparsers."""
     admin = sub.add_parser("admin", help="operator commands (cluster status)")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")

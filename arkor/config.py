@@ -291,7 +291,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        return _build(annotation, value, where)
+        return _build(typing.cast(type, annotation), value, where)
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if not isinstance(value, list):

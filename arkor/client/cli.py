@@ -353,7 +353,7 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the client commands on the `arkor` command's subparsers."""
     cp = sub.add_parser("cp", help="copy files to, from or within Arkor (arkor://bucket/key, - for stdio)")
     cp.add_argument("src")

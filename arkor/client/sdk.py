@@ -13,6 +13,7 @@ and one for disk I/O. Large transfers are split into parts that travel concurren
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -224,7 +225,7 @@ class ArkorClient:
 
     # --- buckets ---------------------------------------------------------------------------
 
-    async def list_buckets(self) -> list[BucketSummary]:
+    async def list_buckets(self) -> builtins.list[BucketSummary]:
         response = await self.transport.request("GET", "/v1/", ok=(200,))
         return [BucketSummary.from_json(b) for b in response.json().get("buckets") or []]
 
@@ -246,7 +247,7 @@ class ArkorClient:
         """Delete an empty bucket; Conflict (bucket_not_empty) otherwise."""
         await self.transport.request("DELETE", bucket_path(bucket), ok=(200, 204))
 
-    async def list_uploads(self, bucket: str) -> list[dict[str, Any]]:
+    async def list_uploads(self, bucket: str) -> builtins.list[dict[str, Any]]:
         """Multipart uploads that are open (neither completed nor aborted) in `bucket`."""
         response = await self.transport.request("GET", bucket_path(bucket) + "?uploads", ok=(200,))
         return list(response.json().get("uploads") or [])
@@ -264,7 +265,7 @@ class ObjectListing:
         self.delimiter = delimiter
         self.page_size = page_size
         self._marker: str | None = None
-        self._buffer: list[ObjectInfo] = []
+        self._buffer: builtins.list[ObjectInfo] = []
         self._done = False
 
     def __aiter__(self) -> ObjectListing:
@@ -294,7 +295,7 @@ class ObjectListing:
             self._done = True
         self._marker = marker
 
-    async def collect(self) -> list[ObjectInfo]:
+    async def collect(self) -> builtins.list[ObjectInfo]:
         return [entry async for entry in self]
 
 

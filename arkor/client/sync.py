@@ -7,8 +7,9 @@ price is a fresh connection pool per call; use the async client for many small o
 
 from __future__ import annotations
 
+import builtins
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import trio
@@ -71,7 +72,7 @@ class SyncClient:
         state: dict[str, Any] = {"marker": None, "done": False}
         while not state["done"]:
 
-            async def page(client: ArkorClient) -> list[ObjectInfo]:
+            async def page(client: ArkorClient) -> builtins.list[ObjectInfo]:
                 listing = ObjectListing(client.transport, bucket, prefix, delimiter, page_size)
                 listing._marker = state["marker"]
                 await listing._fetch()
@@ -80,7 +81,7 @@ class SyncClient:
 
             yield from self._run(page)
 
-    def list_buckets(self) -> list[BucketSummary]:
+    def list_buckets(self) -> builtins.list[BucketSummary]:
         return self._run(lambda c: c.list_buckets())
 
     def make_bucket(self, bucket: str) -> None:
@@ -89,5 +90,5 @@ class SyncClient:
     def remove_bucket(self, bucket: str) -> None:
         self._run(lambda c: c.remove_bucket(bucket))
 
-    def list_uploads(self, bucket: str) -> list[Mapping[str, Any]]:
+    def list_uploads(self, bucket: str) -> builtins.list[dict[str, Any]]:
         return self._run(lambda c: c.list_uploads(bucket))

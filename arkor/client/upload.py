@@ -132,7 +132,7 @@ class Uploader:
     ) -> ObjectInfo:
         """A stream of unknown length: one PUT if it fits in one part, else multipart."""
         part = plan.part_size
-        async with aclosing(rechunk(source, part)) as pieces:
+        async with aclosing(rechunk(source, part)) as pieces:  # type: ignore[type-var]
             iterator = pieces.__aiter__()
             first = await anext(iterator, None)
             if first is None:

@@ -69,7 +69,7 @@ def header(volume_id: int, revision: int) -> bytes:
 
 def unpack_records(raw: bytes) -> list[Record]:
     """Index records with a valid CRC; a torn or garbled record is dropped (the scan recovers it)."""
-    out = []
+    out: list[Record] = []
     usable = len(raw) // IDX_RECORD_SIZE * IDX_RECORD_SIZE
     view = memoryview(raw)[:usable]
     body = IDX_RECORD.size

@@ -109,7 +109,7 @@ class NeedleStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         ids = await self.run(loading.prepare_dir, self.directory)
         builder = IndexBuilder()
-        stats = {"volumes": 0, "indexed_needles": 0, "scanned_needles": 0, "torn_needles": 0,
+        stats: dict[str, Any] = {"volumes": 0, "indexed_needles": 0, "scanned_needles": 0, "torn_needles": 0,
                  "truncated_bytes": 0, "idx_dropped": 0}
         for vid in ids:
             volume, records, vstats = await self.run(loading.load_volume, self.directory, vid, self.ops)

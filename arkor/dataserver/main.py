@@ -177,5 +177,5 @@ async def run(config: Config) -> None:
                           timeout=LeanTimeouts(connect=5.0, read=10.0, write=10.0, pool=10.0)) as client:
         registry: Registry | None = None
         if data.registry:
-            registry = HttpRegistry(data.registry, secret, client, 10.0)  # type: ignore[assignment]
+            registry = HttpRegistry(data.registry, secret, client, 10.0)
         await serve_data_server(config, data, registry=registry)

@@ -305,7 +305,7 @@ class LeanClient:
     async def _receive(self, conn: _Connection, url: str, seconds: float) -> bytes:
         try:
             with trio.fail_after(seconds):
-                return await conn.stream.receive_some(READ_SIZE)
+                return bytes(await conn.stream.receive_some(READ_SIZE))
         except trio.TooSlowError:
             raise httpx.ReadTimeout(f"{url}: nothing received within {seconds} s") from None
         except (trio.BrokenResourceError, OSError) as exc:

@@ -327,12 +327,12 @@ class V1Routes:
         raw = await request.read_body(max_size=CONTROL_BODY_LIMIT, chunk_timeout=self.ctx.body_timeout)
         doc = loads_json(raw)
         try:
-            parts = [(_part_number(p["part_number"]), str(p["etag"])) for p in doc["parts"]]
+            listed = [(_part_number(p["part_number"]), str(p["etag"])) for p in doc["parts"]]
         except (ValueError, KeyError, TypeError):
             raise BadRequest(
                 'body must be {"parts": [{"part_number": N, "etag": "..."}]}', code="malformed_json"
             ) from None
-        record = await self.service.complete_multipart(bucket, key, upload_id, parts)
+        record = await self.service.complete_multipart(bucket, key, upload_id, listed)
         return _put_reply(record)
 
 

@@ -23,9 +23,9 @@ from arkor.model import (
     part_layout,
 )
 from arkor.names import check_bucket, check_object_key
+from arkor.registry.objects import ObjectOps
 from arkor.registry.ops_base import (
     MAX_PART_NUMBER,
-    RegistryBase,
     manifest_text,
     parse_manifest,
 )
@@ -33,7 +33,9 @@ from arkor.registry.store import Tx
 from arkor.web.semantics import unquote_etag
 
 
-class MultipartOps(RegistryBase):
+class MultipartOps(ObjectOps):
+    """Built on the object operations: completing an upload is one manifest commit."""
+
     # ------------------------------------------------------------------ multipart uploads
 
     async def create_multipart(

@@ -18,7 +18,7 @@ import trio_mysql
 import trio_mysql.cursors
 import trio_mysql.err
 
-from arkor.registry.store import MYSQL, Tx, migrate
+from arkor.registry.store import MYSQL, Dialect, Tx, migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class _MysqlTx:
 
 
 class MysqlStore:
-    dialect = MYSQL
+    dialect: Dialect = MYSQL
 
     def __init__(
         self,

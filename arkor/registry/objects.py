@@ -23,10 +23,10 @@ from arkor.model import (
     ObjectRecord,
 )
 from arkor.names import check_bucket, check_object_key
+from arkor.registry.needles import NeedleOps
 from arkor.registry.ops_base import (
     MAX_LIST_LIMIT,
     OBJECT_COLS,
-    RegistryBase,
     key_successor,
     manifest_text,
     parse_manifest,
@@ -35,7 +35,9 @@ from arkor.registry.store import Tx
 from arkor.web.semantics import unquote_etag
 
 
-class ObjectOps(RegistryBase):
+class ObjectOps(NeedleOps):
+    """Built on the needle operations: an overwrite or delete discards the replaced fragments."""
+
     # ------------------------------------------------------------------ objects
 
     async def _commit_in_tx(

@@ -14,15 +14,14 @@ from __future__ import annotations
 from arkor.registry.locks import LockOps
 from arkor.registry.membership import MembershipOps
 from arkor.registry.multipart import MultipartOps
-from arkor.registry.needles import NeedleOps
-from arkor.registry.objects import ObjectOps
 from arkor.registry.ops_base import MAX_LEASE, MAX_LIST_LIMIT, MAX_PART_NUMBER, MetadataTooLarge
 
 __all__ = ["MAX_LEASE", "MAX_LIST_LIMIT", "MAX_PART_NUMBER", "MetadataTooLarge", "RegistryService"]
 
 
-class RegistryService(MembershipOps, NeedleOps, ObjectOps, MultipartOps, LockOps):
+class RegistryService(MembershipOps, MultipartOps, LockOps):
     """Implements `arkor.transfer.contracts.Registry` in-process (used by the HTTP app and by
     `arkor allinone`). Its operations are split by concern, one module each (as SeaweedFS splits a
     volume's operations by file): membership, needles (leases, discards, reclaim queue), objects,
-    multipart and locks, over the shared state and checks of `ops_base.RegistryBase`."""
+    multipart and locks (multipart builds on objects, objects on needles), over the shared state
+    and checks of `ops_base.RegistryBase`."""

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
-from arkor.registry.store import SQLITE, Tx, migrate
+from arkor.registry.store import SQLITE, Dialect, Tx, migrate
 
 T = TypeVar("T")
 
@@ -151,7 +151,7 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_PendingWrite]) -> None:
 
 
 class SqliteStore:
-    dialect = SQLITE
+    dialect: Dialect = SQLITE
 
     def __init__(self, path: Path, *, readers: int = 4, threads: int = 8) -> None:
         self.path = path
@@ -189,7 +189,7 @@ class SqliteStore:
         await migrate(self)
 
     @asynccontextmanager
-    async def _transaction(self, conn: sqlite3.Connection, begin: str):  # type: ignore[no-untyped-def]
+    async def _transaction(self, conn: sqlite3.Connection, begin: str) -> AsyncIterator[_SqliteTx]:
         tx = _SqliteTx(conn, self._limiter)
         await tx.execute(begin)
         try:
@@ -236,7 +236,7 @@ class SqliteStore:
         assert entry.finished
         if entry.error is not None:
             raise entry.error
-        return entry.result  # type: ignore[no-any-return]
+        return entry.result
 
     async def _lead(self, conn: sqlite3.Connection) -> None:
         """Commit the oldest queued writes (the leader's own is the first), then pass the lead."""
@@ -290,7 +290,7 @@ class SqliteStore:
                 await self._lead_reads(entry)
         if entry.error is not None:
             raise entry.error
-        return entry.result  # type: ignore[no-any-return]
+        return entry.result
 
     async def _lead_reads(self, leader: _PendingWrite) -> None:
         conn = self._readers.pop()

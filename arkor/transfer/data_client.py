@@ -23,6 +23,7 @@ from arkor.checksum import crc32c as compute_crc32c
 from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable, from_response
 from arkor.fileid import FileID
 from arkor.httpclient import LeanClient, LeanResponse
+from arkor.httpclient.pool import LeanStream
 from arkor.model import NeedleInfo
 from arkor.security import ClusterAuth
 from arkor.transfer.timeouts import Timeouts
@@ -153,6 +154,6 @@ class HttpReplica:
             raise ServiceUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
 
 
-def _error(response: LeanResponse | httpx.Response) -> ArkorError:
+def _error(response: LeanResponse | LeanStream | httpx.Response) -> ArkorError:
     """`errors.from_response`; a HEAD answer's code travels in its X-Arkor-Error header."""
     return from_response(response.status_code, response.content, response.headers)

@@ -67,7 +67,7 @@ async def run_ordered(
         nonlocal count
         async with send:
             iterator = source.__aiter__()
-            closer = aclosing(iterator) if hasattr(iterator, "aclose") else None
+            closer = aclosing(iterator) if hasattr(iterator, "aclose") else None  # type: ignore[type-var]
             if closer is not None:
                 await closer.__aenter__()
             try:

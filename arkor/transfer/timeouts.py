@@ -19,6 +19,7 @@ What must not live here: retries and failover (engine.py), health (health.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -52,7 +53,7 @@ class Timeouts:
     def of(cls, value: float | Timeouts) -> Timeouts:
         return value if isinstance(value, Timeouts) else cls.uniform(float(value))
 
-    def for_client(self, client: object) -> LeanTimeouts | httpx.Timeout:
+    def for_client(self, client: object) -> Any:  # LeanTimeouts | httpx.Timeout, by the client's kind
         """The form `client` takes: the roles call each other with the lean client; tests and
         tools may hand an httpx.AsyncClient they also use for other calls (first byte = read)."""
         return self.lean() if isinstance(client, LeanClient) else self.httpx(head=True)

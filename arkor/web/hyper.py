@@ -110,7 +110,7 @@ class StrictH11Protocol(H11Protocol):
     def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = max_head_bytes
-        self.app = _ContinueApp(self.app, self)  # every stream of this connection runs it
+        self.app = _ContinueApp(self.app, self)  # type: ignore[assignment]  # wraps every stream's app
 
     def waiting_for_continue(self) -> bool:
         connection = self.connection

@@ -63,6 +63,7 @@ async def serve_app(
     listeners: list[Any] = []
     urls: list[str] = []
     for sock in sockets.secure_sockets:
+        assert ssl_context is not None, "secure sockets come with a certificate (http.httpsCertFile)"
         sock.listen(cfg.backlog)
         listeners.append(
             trio.SSLListener(

@@ -177,8 +177,8 @@ class S3App:
             response = error_response(to_s3_error(exc), resource, request_id)
         except Exception:
             log.exception("S3 %s %s failed (request %s)", request.method, request.raw_path, request_id)
-            exc = S3Error("InternalError", "internal server error", 500)
-            response = error_response(exc, resource, request_id)
+            response = error_response(S3Error("InternalError", "internal server error", 500),
+                                      resource, request_id)
         response.headers.append(("x-amz-request-id", request_id))
 
         def open_error(exc: ArkorError) -> Response:  # a GET whose first fragment cannot be read
