@@ -108,6 +108,22 @@ async def _nothing() -> bytes | None:
     return None
 
 
+async def _next_item(recv: trio.MemoryReceiveChannel[bytes | BaseException]) -> bytes:
+    item = await recv.receive()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def _from_list(items: list[bytes]) -> Callable[[], Awaitable[bytes | None]]:
+    pending = iter(items)
+
+    async def rest() -> bytes | None:
+        return next(pending, None)
+
+    return rest
+
+
 def _receiver(
     recv: trio.MemoryReceiveChannel[bytes | BaseException],
 ) -> Callable[[], Awaitable[bytes | None]]:
@@ -125,7 +141,8 @@ def _receiver(
 
 @asynccontextmanager
 async def _open(slices: list[Slice], fetch: Fetch, read_ahead: int) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Two or more slices: the first is fetched before entering completes, the rest read ahead."""
+    """Two or more slices: the first (all of them, when they fit in the read-ahead window) is
+    fetched before entering completes, the rest read ahead."""
     send, recv = trio.open_memory_channel[bytes | BaseException](0)
     try:
         async with trio.open_nursery() as nursery:
@@ -135,7 +152,14 @@ async def _open(slices: list[Slice], fetch: Fetch, read_ahead: int) -> AsyncIter
                     first_item = await recv.receive()
                     if isinstance(first_item, BaseException):
                         raise first_item
-                    yield _Chunks(first_item, _receiver(recv))
+                    if len(slices) <= read_ahead + 1:
+                        # The whole range fits in the read-ahead window (being fetched already):
+                        # take all of it before the caller answers, so a failure of any slice is
+                        # still a 503, never a body cut short after a 200.
+                        rest = [await _next_item(recv) for _ in slices[1:]]
+                        yield _Chunks(first_item, _from_list(rest))
+                    else:
+                        yield _Chunks(first_item, _receiver(recv))
             finally:
                 nursery.cancel_scope.cancel()  # read-ahead the consumer no longer wants
     except BaseExceptionGroup as group:

@@ -204,7 +204,7 @@ async def test_reads_fail_over_past_failing_and_corrupt_copies() -> None:
         await read_all(engine, result.fragments, 0, len(data) - 1)
 
 
-async def test_first_slice_unavailable_raises_on_enter_later_ones_while_streaming(
+async def test_unavailable_window_raises_on_enter_later_slices_while_streaming(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     registry = MemoryRegistry(groups=2)
@@ -227,12 +227,20 @@ async def test_first_slice_unavailable_raises_on_enter_later_ones_while_streamin
         replica.mode = "ok"
     for replica in registry.group_replicas(2):
         replica.mode = "fail"
+    # A range that fits in the read-ahead window (2 + 1 slices) is read whole before entering:
+    # its later slice failing is still refused before any byte (a 503, not a body cut short).
+    with pytest.raises(ServiceUnavailable):
+        async with engine.open_read(fragments, 0, 2 * FRAG - 1):
+            pytest.fail("entered although a slice of the window cannot be read")
+    # A longer range streams: a slice past the window fails while streaming, after the bytes before it.
+    longer = first.fragments * 3 + second.fragments
     got = []
     with pytest.raises(ServiceUnavailable):
-        async with engine.open_read(fragments, 0, 2 * FRAG - 1) as chunks:
+        async with engine.open_read(longer, 0, 4 * FRAG - 1) as chunks:
             async for chunk in chunks:
                 got.append(chunk)
-    assert b"".join(got) == await read_all(engine, first.fragments, 0, FRAG - 1)
+    head = await read_all(engine, first.fragments, 0, FRAG - 1)
+    assert b"".join(got) == head * 3
 
 
 async def test_hedged_read_takes_the_first_good_answer(autojump_clock: trio.testing.MockClock) -> None:
