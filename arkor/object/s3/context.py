@@ -14,16 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from arkor.config import Config
 from arkor.errors import ArkorError
 from arkor.model import ObjectRecord
-from arkor.object.auth import Authenticator, Principal
+from arkor.object.app import ObjectContext
+from arkor.object.auth import Principal
 from arkor.object.http import http_date
 from arkor.object.lfs.storage import LFS_BUCKET, lfs_repo_of_key
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.xmlutil import xml_document
-from arkor.object.service import ObjectService
-from arkor.transfer.contracts import Registry
 from arkor.web.asgi import Request, Response
 
 # Object metadata keys that are not user metadata start with this (not a valid header-name
@@ -41,15 +39,8 @@ XML_TYPE = "application/xml"
 
 
 @dataclass
-class S3Context:
-    config: Config
-    service: ObjectService
-    registry: Registry
-    auth: Authenticator
-
-    @property
-    def body_timeout(self) -> float:
-        return float(self.config.object.bodyTimeout)
+class S3Context(ObjectContext):
+    """The object server's context (config, service, registry, auth) with the limits S3 checks."""
 
     @property
     def max_object(self) -> int:
