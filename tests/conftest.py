@@ -9,7 +9,9 @@ machine's own 127.0.0.1:3306 (root, no password) and 127.0.0.1:6379.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -54,3 +56,11 @@ def redis_url() -> str:
 def unique_name() -> Iterator[str]:
     """A short unique name for databases, key prefixes and buckets of one test."""
     yield "t" + uuid.uuid4().hex[:12]
+
+
+def pytest_report_header() -> str:
+    """Say how much disk the run starts with: a data server refuses writes (507) once free space
+    falls below its reserve, so a nearly full disk shows up as many unrelated failures."""
+    scratch = tempfile.gettempdir()
+    return f"arkor: {shutil.disk_usage(scratch).free / 1024**3:.1f} GiB free in {scratch}"
+

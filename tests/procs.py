@@ -7,6 +7,7 @@ Processes are started in their own session so SIGKILL takes the whole role at on
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def require_free_disk(path: os.PathLike[str] | str, gib: float) -> None:
+    """Skip a test that stores `gib` GiB (all replicas and client copies counted) when the disk
+    under `path` has less free, rather than fill it and fail every test that runs after it (a data
+    server refuses writes, 507, once free space falls below its reserve)."""
+    free = shutil.disk_usage(path).free / 1024**3
+    if free < gib:
+        pytest.skip(f"needs {gib:.0f} GiB free under {path}, has {free:.1f} GiB")
 
 
 class Stoppable(Protocol):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.lfs.gitlfs import USERS, GitEnv, sha256_file
-from tests.procs import ArkorProcess, PeakRss
+from tests.procs import ArkorProcess, PeakRss, require_free_disk
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -95,6 +95,7 @@ def test_push_clone_pull_fsck_and_nothing_to_reupload(dev_server: ArkorProcess, 
 def test_one_gib_push_and_pull_with_bounded_server_memory(
     dev_server: ArkorProcess, tmp_path: Path
 ) -> None:
+    require_free_disk(tmp_path, 3 + 3 + 1)  # three replicas; work tree, LFS cache, clone; headroom
     git = GitEnv(tmp_path / "home")
     work = tmp_path / "work"
     origin = git.new_repo(work, f"{dev_server.url}/team/big.git/info/lfs")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.object.cluster import start_allinone
-from tests.procs import ArkorProcess, PeakRss, free_port, write_config
+from tests.procs import ArkorProcess, PeakRss, free_port, require_free_disk, write_config
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -26,6 +26,7 @@ def blocks(total: int) -> Iterator[bytes]:
 
 
 def test_two_gib_put_and_get_with_bounded_memory(tmp_path: Path) -> None:
+    require_free_disk(tmp_path, 3 * 2 + 1)  # three replicas of 2 GiB, and headroom
     proc = start_allinone(tmp_path)
     try:
         expected = hashlib.md5()
