@@ -245,8 +245,9 @@ class S3Config:
     """The S3 REST API listener of every object server (docs/specs/S3.md)."""
 
     enabled: bool = True
-    # `arkor object` binds host:port; `arkor allinone` binds allinone.host on this port.
-    host: str = "127.0.0.1"
+    # `arkor object` binds host:port (empty: object.host, so a server listening on every address
+    # serves S3 there too); `arkor allinone` binds allinone.host on this port.
+    host: str = ""
     port: int = 8130
     region: str = "us-east-1"
     # Virtual-hosted style: requests for <bucket>.<domain> address that bucket; empty: path style only.
@@ -279,6 +280,11 @@ class Config:
     @property
     def is_prod(self) -> bool:
         return self.run.runMode == "prod"
+
+    @property
+    def s3_host(self) -> str:
+        """Where the S3 listener binds: `s3.host`, or the object server's own host."""
+        return self.s3.host or self.object.host
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ async def serve_object_server(
         await nursery.start(serve_app, app, config.http, address)
         log.info("object server on %s (registry %s)", address, config.object.registry)
         if config.s3.enabled:
-            s3_address = s3_bind or f"{config.s3.host}:{config.s3.port}"
+            s3_address = s3_bind or f"{config.s3_host}:{config.s3.port}"
             await nursery.start(serve_s3, config, ctx, s3_address)
             log.info("S3 API on %s (region %s)", s3_address, config.s3.region)
         task_status.started(ctx)
@@ -124,7 +124,7 @@ async def _supervise_workers(config: Config) -> None:
     """Bind once, then keep `object.workers` worker processes serving the inherited sockets."""
     oc = config.object
     sock = _listen(oc.host, oc.port)
-    s3_sock = _listen(config.s3.host, config.s3.port) if config.s3.enabled else None
+    s3_sock = _listen(config.s3_host, config.s3.port) if config.s3.enabled else None
     fd = sock.fileno()
     fds = (fd,) if s3_sock is None else (fd, s3_sock.fileno())
     plain = json.loads(json.dumps(dump_config(config)))

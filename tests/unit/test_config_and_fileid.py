@@ -55,6 +55,14 @@ def test_defaults_need_no_file() -> None:
     assert config.object.port == 8125 and config.registry.port == 8126
 
 
+def test_s3_listens_where_the_object_server_does_unless_told(tmp_path: Path) -> None:
+    public = tmp_path / "public.yaml"
+    public.write_text("object:\n  host: 0.0.0.0\n")
+    assert load_config(public).s3_host == "0.0.0.0"
+    public.write_text("object:\n  host: 0.0.0.0\ns3:\n  host: 10.1.2.3\n")
+    assert load_config(public).s3_host == "10.1.2.3"
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
