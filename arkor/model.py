@@ -8,28 +8,115 @@ docs/specs/Internal.md).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+_Decode = Callable[[dict[str, Any]], Any]
+
+
+class _Wire:
+    """`to_json` / `from_json` derived from a model's fields, so the wire form of every model
+    follows one set of rules (docs/specs/Internal.md):
+
+    - a field without a default must be present: ``T(raw[name])``;
+    - a field with a default may be missing or empty: ``T(raw.get(name) or default)``;
+    - a bool is ``bool(raw.get(name))``; an optional (``X | None``) passes as it is;
+    - lists and dicts are never None on decode; a list of models nests their wire forms.
+    """
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        return cls(**{name: decode(raw) for name, decode in _decoders(cls)})
+
+
+class _Manifested(_Wire):
+    """A model with a manifest; its wire form may leave the fragments out (listings)."""
+
+    __slots__ = ()
+    fragments: list[Fragment]
+
+    def to_json(self, *, with_fragments: bool = True) -> dict[str, Any]:
+        out = _encode(self, skip="fragments")
+        if with_fragments:
+            out["fragments"] = [f.to_json() for f in self.fragments]
+        return out
+
+
+def _encode(model: Any, skip: str = "") -> dict[str, Any]:
+    return {
+        name: _plain(getattr(model, name)) for name in _names(type(model)) if name != skip
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Wire):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+_DECODERS: dict[type, tuple[tuple[str, _Decode], ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _decoders(cls: type) -> tuple[tuple[str, _Decode], ...]:
+    """(field name, decoder) per field, from the annotations; built once per model."""
+    plan = _DECODERS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        plan = _DECODERS[cls] = tuple(
+            (f.name, _decoder(f.name, hints[f.name], f.default)) for f in dataclasses.fields(cls)
+        )
+    return plan
+
+
+def _decoder(name: str, hint: Any, default: Any) -> _Decode:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return lambda raw: bool(raw.get(name))
+    if origin is types.UnionType:
+        return lambda raw: raw.get(name)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        convert: Callable[[Any], Any] = item.from_json if issubclass(item, _Wire) else item
+        return lambda raw: [convert(v) for v in raw.get(name) or []]
+    if origin is dict:
+        return lambda raw: {str(k): str(v) for k, v in (raw.get(name) or {}).items()}
+    if default is dataclasses.MISSING:
+        return lambda raw: hint(raw[name])
+    return lambda raw: hint(raw.get(name) or default)
 
 
 @dataclass(slots=True)
-class Fragment:
+class Fragment(_Wire):
     """One needle of an object's manifest: `fid` is the FileID text form."""
 
     fid: str
     size: int
     crc32c: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {"fid": self.fid, "size": self.size, "crc32c": self.crc32c}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Fragment:
-        return cls(fid=str(raw["fid"]), size=int(raw["size"]), crc32c=int(raw["crc32c"]))
-
 
 @dataclass(slots=True)
-class ObjectRecord:
+class ObjectRecord(_Manifested):
     """A committed object: metadata plus the ordered manifest of fragments.
 
     `etag` is the lowercase hex MD5 of the content (multipart: MD5 of the part MD5s + "-N"),
@@ -48,32 +135,9 @@ class ObjectRecord:
     version: str = ""
     fragments: list[Fragment] = field(default_factory=list)
 
-    def to_json(self, *, with_fragments: bool = True) -> dict[str, Any]:
-        out = asdict(self)
-        if with_fragments:
-            out["fragments"] = [f.to_json() for f in self.fragments]
-        else:
-            out.pop("fragments")
-        return out
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> ObjectRecord:
-        return cls(
-            bucket=str(raw["bucket"]),
-            key=str(raw["key"]),
-            size=int(raw["size"]),
-            etag=str(raw["etag"]),
-            content_type=str(raw.get("content_type") or "application/octet-stream"),
-            metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()},
-            created=float(raw.get("created") or 0.0),
-            modified=float(raw.get("modified") or 0.0),
-            version=str(raw.get("version") or ""),
-            fragments=[Fragment.from_json(f) for f in raw.get("fragments") or []],
-        )
-
 
 @dataclass(slots=True)
-class ListPage:
+class ListPage(_Wire):
     """One page of a bucket listing, in key order."""
 
     objects: list[ObjectRecord]
@@ -82,6 +146,7 @@ class ListPage:
     next_marker: str | None
 
     def to_json(self) -> dict[str, Any]:
+        """Listed objects go without their manifests."""
         return {
             "objects": [o.to_json(with_fragments=False) for o in self.objects],
             "common_prefixes": list(self.common_prefixes),
@@ -89,38 +154,17 @@ class ListPage:
             "next_marker": self.next_marker,
         }
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> ListPage:
-        return cls(
-            objects=[ObjectRecord.from_json(o) for o in raw.get("objects") or []],
-            common_prefixes=[str(p) for p in raw.get("common_prefixes") or []],
-            truncated=bool(raw.get("truncated")),
-            next_marker=raw.get("next_marker"),
-        )
-
 
 @dataclass(slots=True)
-class BucketInfo:
+class BucketInfo(_Wire):
     name: str
-    created: float
+    created: float = 0.0
     objects: int = 0
     bytes: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> BucketInfo:
-        return cls(
-            name=str(raw["name"]),
-            created=float(raw.get("created") or 0.0),
-            objects=int(raw.get("objects") or 0),
-            bytes=int(raw.get("bytes") or 0),
-        )
-
 
 @dataclass(slots=True)
-class ServerInfo:
+class ServerInfo(_Wire):
     """A data server as it reports itself in a heartbeat, plus what the registry derives.
 
     `state` is set by the registry: "up" (heartbeating), "down" (missed heartbeats for longer than
@@ -138,27 +182,9 @@ class ServerInfo:
     last_seen: float = 0.0
     repair_needed: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> ServerInfo:
-        return cls(
-            server_id=str(raw["server_id"]),
-            url=str(raw["url"]),
-            group=int(raw["group"]),
-            capacity=int(raw.get("capacity") or 0),
-            free=int(raw.get("free") or 0),
-            needles=int(raw.get("needles") or 0),
-            used=int(raw.get("used") or 0),
-            state=str(raw.get("state") or "up"),
-            last_seen=float(raw.get("last_seen") or 0.0),
-            repair_needed=bool(raw.get("repair_needed")),
-        )
-
 
 @dataclass(slots=True)
-class GroupInfo:
+class GroupInfo(_Wire):
     """A replica group: writable only while all `replicas` members are up and it has room."""
 
     group: int
@@ -166,41 +192,17 @@ class GroupInfo:
     writable: bool
     free: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "servers": [s.to_json() for s in self.servers],
-            "writable": self.writable,
-            "free": self.free,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> GroupInfo:
-        return cls(
-            group=int(raw["group"]),
-            servers=[ServerInfo.from_json(s) for s in raw.get("servers") or []],
-            writable=bool(raw.get("writable")),
-            free=int(raw.get("free") or 0),
-        )
-
 
 @dataclass(slots=True)
-class KeyRange:
+class KeyRange(_Wire):
     """A lease of needle keys [start, start + count): never handed out again."""
 
     start: int
     count: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "count": self.count}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> KeyRange:
-        return cls(start=int(raw["start"]), count=int(raw["count"]))
-
 
 @dataclass(slots=True)
-class NeedleInfo:
+class NeedleInfo(_Wire):
     """What a data server knows about one stored needle (HEAD and repair listings)."""
 
     fid: str
@@ -208,21 +210,9 @@ class NeedleInfo:
     crc32c: int
     timestamp: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> NeedleInfo:
-        return cls(
-            fid=str(raw["fid"]),
-            size=int(raw["size"]),
-            crc32c=int(raw["crc32c"]),
-            timestamp=float(raw.get("timestamp") or 0.0),
-        )
-
 
 @dataclass(slots=True)
-class PartInfo:
+class PartInfo(_Manifested):
     """A multipart upload part: its own manifest; parts are concatenated on completion."""
 
     part_number: int
@@ -230,27 +220,6 @@ class PartInfo:
     etag: str
     fragments: list[Fragment] = field(default_factory=list)
     modified: float = 0.0
-
-    def to_json(self, *, with_fragments: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "part_number": self.part_number,
-            "size": self.size,
-            "etag": self.etag,
-            "modified": self.modified,
-        }
-        if with_fragments:
-            out["fragments"] = [f.to_json() for f in self.fragments]
-        return out
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> PartInfo:
-        return cls(
-            part_number=int(raw["part_number"]),
-            size=int(raw["size"]),
-            etag=str(raw["etag"]),
-            fragments=[Fragment.from_json(f) for f in raw.get("fragments") or []],
-            modified=float(raw.get("modified") or 0.0),
-        )
 
 
 # System metadata of a completed multipart object: its part sizes, run-length encoded
@@ -288,7 +257,7 @@ def parse_part_layout(text: str) -> list[int] | None:
 
 
 @dataclass(slots=True)
-class MultipartUpload:
+class MultipartUpload(_Wire):
     upload_id: str
     bucket: str
     key: str
@@ -296,23 +265,9 @@ class MultipartUpload:
     metadata: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> MultipartUpload:
-        return cls(
-            upload_id=str(raw["upload_id"]),
-            bucket=str(raw["bucket"]),
-            key=str(raw["key"]),
-            content_type=str(raw.get("content_type") or "application/octet-stream"),
-            metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()},
-            created=float(raw.get("created") or 0.0),
-        )
-
 
 @dataclass(slots=True)
-class LfsLock:
+class LfsLock(_Wire):
     """A Git LFS lock; `repo` is "namespace/repo"."""
 
     id: str
@@ -322,16 +277,3 @@ class LfsLock:
     locked_at: float
     ref: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> LfsLock:
-        return cls(
-            id=str(raw["id"]),
-            repo=str(raw["repo"]),
-            path=str(raw["path"]),
-            owner=str(raw["owner"]),
-            locked_at=float(raw["locked_at"]),
-            ref=raw.get("ref"),
-        )
