@@ -305,29 +305,34 @@ def _handler(command: Callable[[ArkorClient, argparse.Namespace], Awaitable[None
 
         try:
             trio.run(main)
-        except UsageError as exc:
-            print(f"arkor: {exc}", file=sys.stderr)
-            return 2
-        except ClientConfigError as exc:
-            print(f"arkor: client config: {exc}", file=sys.stderr)
-            return 2
-        except ConnectionFailed as exc:
-            print(f"arkor: cannot reach {args.endpoint or 'the server'}: {exc.message}", file=sys.stderr)
-            return 1
-        except ArkorError as exc:
-            print(f"arkor: {exc.message} ({exc.code})", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            return 1
-        except OSError as exc:
-            print(f"arkor: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("arkor: interrupted", file=sys.stderr)
-            return 130
+        except (UsageError, ClientConfigError, ArkorError, OSError, KeyboardInterrupt) as exc:
+            message, status = _failure(exc, args.endpoint)
+            if message:
+                print(f"arkor: {message}", file=sys.stderr)
+            return status
         return 0
 
     return handle
+
+
+def _failure(exc: BaseException, endpoint: str | None) -> tuple[str, int]:
+    """What to say about an error that ends a command (empty: nothing) and the exit status:
+    2 for a mistake in the command or the config, 130 for Ctrl-C, else 1."""
+    match exc:
+        case UsageError():
+            return str(exc), 2
+        case ClientConfigError():
+            return f"client config: {exc}", 2
+        case ConnectionFailed():
+            return f"cannot reach {endpoint or 'the server'}: {exc.message}", 1
+        case ArkorError():
+            return f"{exc.message} ({exc.code})", 1
+        case BrokenPipeError():
+            return "", 1
+        case OSError():
+            return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1
+        case _:
+            return "interrupted", 130
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

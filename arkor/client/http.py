@@ -9,8 +9,8 @@ own timeouts (connect, and per read/write of the body), so a stalled server cann
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -61,6 +61,15 @@ def _auth(settings: ClientSettings) -> tuple[httpx.Auth | None, dict[str, str]]:
     return None, {}
 
 
+@contextmanager
+def _connecting(method: str, url: str) -> Iterator[None]:
+    """A failure to connect or to get the answer's head, as the retryable ConnectionFailed."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
 def _error(response: httpx.Response, body: bytes) -> ArkorError:
     exc = error_from_response(response.status_code, body, response.headers)
     exc.headers = dict(response.headers)
@@ -77,13 +86,10 @@ class Transport:
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         connections: int = 16,
-        attempts: int = 6,
-        backoff_base: float = 0.2,
-        backoff_cap: float = 5.0,
+        backoff: Backoff = Backoff(attempts=6, base=0.2, cap=5.0),
     ) -> None:
         self.settings = settings
-        self.attempts = max(1, attempts)
-        self.backoff = Backoff(attempts=self.attempts, base=backoff_base, cap=backoff_cap)
+        self.backoff = backoff
         auth, auth_headers = _auth(settings)
         self._http = httpx.AsyncClient(
             base_url=settings.endpoint,
@@ -132,17 +138,19 @@ class Transport:
                 send_headers["Content-Length"] = str(len(content))
             elif isinstance(content, memoryview):
                 body = bytes(content)
-            try:
+            with _connecting(method, url):
                 response = await self._http.request(
                     method, url, params=params, headers=send_headers, content=body, json=json
                 )
-            except httpx.TransportError as exc:
-                raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
             if response.status_code not in ok:
                 raise _error(response, response.content)
             return response
 
         return await self.retrying(once, retries=retries)
+
+    @property
+    def attempts(self) -> int:
+        return self.backoff.attempts
 
     def backoff_delay(self, failures: int) -> float:
         """The same full-jitter delay `retrying` uses, for callers that resume by hand."""
@@ -162,10 +170,8 @@ class Transport:
 
         async def once() -> httpx.Response:
             request = self._http.build_request(method, url, headers=headers)
-            try:
+            with _connecting(method, url):
                 response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise ConnectionFailed(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
             if response.status_code not in ok:
                 try:
                     body = await response.aread()

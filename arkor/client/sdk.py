@@ -31,6 +31,7 @@ from arkor.client.types import BucketSummary, ObjectInfo, bucket_path, object_pa
 from arkor.client.upload import Uploader, UploadPlan, request_headers
 from arkor.errors import ArkorError, MethodNotAllowed, NotFound
 from arkor.names import check_bucket
+from arkor.transfer.retry import Backoff
 
 MiB = 1024 * 1024
 Body = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -71,8 +72,8 @@ class ArkorClient:
         self._pool = max(16, concurrency)
         self.transport = Transport(
             self.settings, timeout=timeout, connect_timeout=connect_timeout,
-            connections=self._pool, attempts=retries,
-            backoff_base=backoff_base, backoff_cap=backoff_cap,
+            connections=self._pool,
+            backoff=Backoff(attempts=max(1, retries), base=backoff_base, cap=backoff_cap),
         )
         self._cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self._disk = trio.CapacityLimiter(8)
