@@ -7,13 +7,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 
 from arkor.errors import ArkorError, BadRequest, PreconditionFailed
 from arkor.model import ObjectRecord
 from arkor.web.semantics import etag_matches, http_date, parse_http_date, parse_range, quote_etag
 
 __all__ = ["NotModified", "check_read_conditions", "content_md5", "object_headers", "parse_range",
-           "user_metadata"]
+           "prefixed_metadata", "user_metadata"]
 
 META_PREFIX = "x-arkor-meta-"
 _META_NAME = re.compile(r"[a-z0-9-]{1,128}")
@@ -63,20 +64,39 @@ def check_read_conditions(headers: dict[str, str], record: ObjectRecord) -> None
 
 def user_metadata(headers: dict[str, str], limit: int) -> dict[str, str]:
     """`X-Arkor-Meta-<name>` headers as {name: value}; 400 metadata_too_large past `limit` bytes."""
+    return prefixed_metadata(
+        headers, META_PREFIX, _META_NAME, limit,
+        bad_name=lambda name: BadRequest(f"invalid metadata header name {name[:80]!r}",
+                                         code="invalid_metadata"),
+        too_large=lambda total: BadRequest(f"user metadata is {total} bytes, the limit is {limit}",
+                                           code="metadata_too_large"),
+    )
+
+
+def prefixed_metadata(
+    headers: dict[str, str],
+    prefix: str,
+    valid_name: re.Pattern[str],
+    limit: int,
+    *,
+    bad_name: Callable[[str], Exception],
+    too_large: Callable[[int], Exception],
+) -> dict[str, str]:
+    """The metadata of the headers named `prefix` + name, as {name: value}, for the v1 and the S3
+    API (each with its own prefix, names and errors): a name `valid_name` refuses raises
+    bad_name(header name); names and values over `limit` bytes in all raise too_large(total)."""
     meta: dict[str, str] = {}
     total = 0
     for name, value in headers.items():
-        if not name.startswith(META_PREFIX):
+        if not name.startswith(prefix):
             continue
-        key = name[len(META_PREFIX) :]
-        if not _META_NAME.fullmatch(key):
-            raise BadRequest(f"invalid metadata header name {name[:80]!r}", code="invalid_metadata")
+        key = name[len(prefix) :]
+        if not valid_name.fullmatch(key):
+            raise bad_name(name)
         meta[key] = value
         total += len(key) + len(value)
     if total > limit:
-        raise BadRequest(
-            f"user metadata is {total} bytes, the limit is {limit}", code="metadata_too_large"
-        )
+        raise too_large(total)
     return meta
 
 

@@ -18,7 +18,7 @@ from arkor.errors import ArkorError
 from arkor.model import ObjectRecord
 from arkor.object.app import ObjectContext
 from arkor.object.auth import Principal
-from arkor.object.http import http_date
+from arkor.object.http import http_date, prefixed_metadata
 from arkor.object.lfs.storage import LFS_BUCKET, lfs_repo_of_key
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.xmlutil import xml_document
@@ -109,19 +109,13 @@ def quoted(etag: str) -> str:
 
 def user_metadata(headers: dict[str, str], limit: int) -> dict[str, str]:
     """`x-amz-meta-*` headers as {name: value}; MetadataTooLarge past `limit` bytes."""
-    meta: dict[str, str] = {}
-    total = 0
-    for name, value in headers.items():
-        if not name.startswith(AMZ_META):
-            continue
-        key = name[len(AMZ_META):]
-        if not _META_NAME.fullmatch(key):
-            raise S3Error("InvalidArgument", f"invalid metadata header name {name[:80]!r}", 400)
-        meta[key] = value
-        total += len(key) + len(value)
-    if total > limit:
-        raise S3Error("MetadataTooLarge", f"metadata is {total} bytes, the limit is {limit}", 400)
-    return meta
+    return prefixed_metadata(
+        headers, AMZ_META, _META_NAME, limit,
+        bad_name=lambda name: S3Error("InvalidArgument",
+                                      f"invalid metadata header name {name[:80]!r}", 400),
+        too_large=lambda total: S3Error("MetadataTooLarge",
+                                        f"metadata is {total} bytes, the limit is {limit}", 400),
+    )
 
 
 def stored_headers(headers: dict[str, str]) -> dict[str, str]:

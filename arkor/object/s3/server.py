@@ -61,6 +61,20 @@ def _not_implemented(what: str) -> Operation:
     return op
 
 
+# GET on a bucket with one of these sub-resources (the first present wins), else a listing.
+_BUCKET_GETS: tuple[tuple[str, Operation], ...] = (
+    ("location", buckets.get_location),
+    ("acl", misc.get_acl),
+    ("versioning", misc.get_versioning),
+    ("uploads", multipart.list_uploads),
+    ("versions", listing.list_versions),
+)
+
+
+def _first_in(names: frozenset[str], query: dict[str, str]) -> str | None:
+    return next((name for name in names if name in query), None)
+
+
 def route(method: str, bucket: str, key: str, query: dict[str, str],
           headers: dict[str, str]) -> Operation:
     """The operation for a request (S3 dispatches on method, path shape and sub-resources)."""
@@ -69,20 +83,13 @@ def route(method: str, bucket: str, key: str, query: dict[str, str],
             return buckets.list_buckets
         return _not_implemented(f"{method} on the service")
     if not key:
-        for name in UNSUPPORTED_BUCKET:
-            if name in query:
-                return _not_implemented(f"the bucket sub-resource ?{name}")
+        unsupported = _first_in(UNSUPPORTED_BUCKET, query)
+        if unsupported is not None:
+            return _not_implemented(f"the bucket sub-resource ?{unsupported}")
         if method == "GET":
-            if "location" in query:
-                return buckets.get_location
-            if "acl" in query:
-                return misc.get_acl
-            if "versioning" in query:
-                return misc.get_versioning
-            if "uploads" in query:
-                return multipart.list_uploads
-            if "versions" in query:
-                return listing.list_versions
+            for name, operation in _BUCKET_GETS:
+                if name in query:
+                    return operation
             if query.get("list-type") == "2":
                 return listing.list_v2
             return listing.list_v1
@@ -99,9 +106,9 @@ def route(method: str, bucket: str, key: str, query: dict[str, str],
         if method == "POST" and "delete" in query:
             return misc.delete_objects
         return _not_implemented(f"{method} on a bucket")
-    for name in UNSUPPORTED_OBJECT:
-        if name in query:
-            return _not_implemented(f"the object sub-resource ?{name}")
+    unsupported = _first_in(UNSUPPORTED_OBJECT, query)
+    if unsupported is not None:
+        return _not_implemented(f"the object sub-resource ?{unsupported}")
     if method == "PUT":
         if "acl" in query:
             return misc.put_acl

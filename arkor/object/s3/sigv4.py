@@ -115,7 +115,22 @@ def authenticate_sigv4(
     Raises S3Error for every failure, never another exception type.
     """
     try:
-        return _authenticate(method, raw_path, raw_query, headers, secret_for, region, now)
+        authorization = headers.get("authorization")
+        query = _parse_query(raw_query)
+        names = {k.lower() for k, _ in query}
+        presigned = any(n in names for n in _QUERY_AUTH)
+        if authorization is not None and presigned:
+            raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm "
+                          "query parameter or the Authorization header should be specified", 400)
+        if "signature" in names and "awsaccesskeyid" in names and not presigned:
+            raise S3Error("InvalidRequest", "The authorization mechanism you have provided is not "
+                          f"supported. Please use {ALGORITHM}.", 400)
+        if presigned:
+            return _authenticate_query(method, raw_path, query, headers, secret_for, region, now)
+        if authorization is None:
+            return None
+        return _authenticate_header(method, raw_path, query, headers, authorization, secret_for,
+                                    region, now)
     except S3Error:
         raise
     except Exception as exc:  # malformed input that slipped past the checks: still a clean 400
@@ -240,27 +255,6 @@ def _payload_hash(value: str | None) -> str:
                   "or a hex SHA-256", 400)
 
 
-def _canonical_request(
-    method: str,
-    canonical_uri: str,
-    query: list[tuple[str, str]],
-    headers: Mapping[str, str],
-    signed: list[str],
-    payload_hash: str,
-) -> bytes:
-    encoded = sorted((_uri_encode(k, "-_.~"), _uri_encode(v, "-_.~")) for k, v in query)
-    lines = [
-        method.encode(),
-        canonical_uri.encode(),
-        "&".join(f"{k}={v}" for k, v in encoded).encode(),
-    ]
-    for name in signed:
-        value = _SPACES.sub(" ", headers.get(name, "").strip())
-        lines.append(name.encode() + b":" + _header_bytes(value))
-    lines += [b"", ";".join(signed).encode(), payload_hash.encode()]
-    return b"\n".join(lines)
-
-
 def _canonical_uris(raw_path: str) -> list[str]:
     """AWS's encoding of the decoded path (single encoding, no normalization), and the path as
     sent when that differs (a client may leave e.g. '!' unencoded and sign what it sent)."""
@@ -282,8 +276,15 @@ def _verify(
     key: bytes,
     signature: str,
 ) -> None:
+    """The signature must be that of the canonical request, under one of the path's URIs."""
+    encoded = sorted((_uri_encode(k, "-_.~"), _uri_encode(v, "-_.~")) for k, v in query)
+    after_uri = ["&".join(f"{k}={v}" for k, v in encoded).encode()]
+    for name in signed:
+        value = _SPACES.sub(" ", headers.get(name, "").strip())
+        after_uri.append(name.encode() + b":" + _header_bytes(value))
+    after_uri += [b"", ";".join(signed).encode(), payload_hash.encode()]
     for uri in _canonical_uris(raw_path):
-        request = _canonical_request(method, uri, query, headers, signed, payload_hash)
+        request = b"\n".join([method.encode(), uri.encode(), *after_uri])
         string_to_sign = "\n".join(
             (ALGORITHM, amz_date, scope, hashlib.sha256(request).hexdigest())
         ).encode()
@@ -299,33 +300,6 @@ def _secret(secret_for: Callable[[str], str | None], access_key: str) -> str:
         raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in "
                       "our records.", 403)
     return secret
-
-
-def _authenticate(
-    method: str,
-    raw_path: str,
-    raw_query: str,
-    headers: Mapping[str, str],
-    secret_for: Callable[[str], str | None],
-    region: str,
-    now: float,
-) -> SigV4Identity | None:
-    authorization = headers.get("authorization")
-    query = _parse_query(raw_query)
-    names = {k.lower() for k, _ in query}
-    presigned = any(n in names for n in _QUERY_AUTH)
-    if authorization is not None and presigned:
-        raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm "
-                      "query parameter or the Authorization header should be specified", 400)
-    if "signature" in names and "awsaccesskeyid" in names and not presigned:
-        raise S3Error("InvalidRequest", "The authorization mechanism you have provided is not "
-                      f"supported. Please use {ALGORITHM}.", 400)
-    if presigned:
-        return _authenticate_query(method, raw_path, query, headers, secret_for, region, now)
-    if authorization is None:
-        return None
-    return _authenticate_header(method, raw_path, query, headers, authorization, secret_for, region,
-                                now)
 
 
 def _authenticate_header(
