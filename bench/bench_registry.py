@@ -32,6 +32,7 @@ from arkor.registry.mysql_store import MysqlStore
 from arkor.registry.service import RegistryService
 from arkor.registry.store import Tx
 from arkor.transfer.contracts import Registry
+from arkor.transfer.registry_calls import ObjectCommit
 from arkor.transfer.registry_client import HttpRegistry
 from bench.common import machine
 from tests.procs import ArkorProcess, free_port
@@ -81,7 +82,8 @@ async def commits_and_lookups(
 
     async def commit(i: int) -> None:
         frag = Fragment(str(FileID.new(1, lease.start + i)), 1024, 0)
-        await reg.commit_object(ObjectRecord(bucket, f"obj/{i:08d}", 1024, "0" * 32, fragments=[frag]))
+        record = ObjectRecord(bucket, f"obj/{i:08d}", 1024, "0" * 32, fragments=[frag])
+        await reg.commit_object(ObjectCommit(record))
 
     async def lookup(i: int) -> None:
         await reg.get_object(bucket, f"obj/{(i * 7919) % total:08d}")

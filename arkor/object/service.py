@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterable
+from dataclasses import replace
 
 from arkor.config import Config
 from arkor.errors import (
@@ -29,6 +30,7 @@ from arkor.transfer.contracts import Registry
 from arkor.transfer.engine import TransferEngine, UploadResult
 from arkor.transfer.placement import ReplicaFactory
 from arkor.transfer.reader import RangeReader
+from arkor.transfer.registry_calls import MultipartCommit, ObjectCommit, Preconditions
 from arkor.transfer.timeouts import Timeouts
 from arkor.web.semantics import etag_matches, unquote_etag
 
@@ -128,8 +130,8 @@ class ObjectService:
         `create_bucket=False` (S3): NotFound no_such_bucket unless the bucket exists."""
         check_bucket(bucket)
         check_object_key(key)
-        if if_none_match or if_match is not None:
-            await self._precheck(bucket, key, if_match=if_match, if_none_match=if_none_match)
+        when = Preconditions(if_match, if_none_match)
+        await self._precheck(bucket, key, when)
         result = await self._upload(body, size=size, content_md5=content_md5, sha256=sha256)
         now = time.time()
         record = ObjectRecord(
@@ -143,46 +145,34 @@ class ObjectService:
             modified=now,
             fragments=result.fragments,
         )
-        return await self._commit(
-            record, if_match=if_match, if_none_match=if_none_match, create_bucket=create_bucket
-        )
+        return await self._commit(ObjectCommit(record, when, create_bucket))
 
-    async def _precheck(
-        self, bucket: str, key: str, *, if_match: str | None, if_none_match: bool
-    ) -> None:
-        """Fail fast before reading a body that could not be committed (the commit re-checks)."""
+    async def _precheck(self, bucket: str, key: str, when: Preconditions) -> None:
+        """Fail fast before reading a body that could not be committed (the commit re-checks).
+        `when.if_match` may be a list of ETags here, as the If-Match header allows."""
+        if not when.conditional:
+            return
+        if_match = when.if_match
         try:
             current: ObjectRecord | None = await self.registry.get_object(bucket, key)
         except ArkorError as exc:
             if exc.status != 404:
                 raise
             current = None
-        if if_none_match and current is not None:
+        if when.if_none_match and current is not None:
             raise PreconditionFailed(f"{bucket}/{key} already exists (If-None-Match: *)")
         if if_match is not None and (current is None or not etag_matches(if_match, current.etag, weak=False)):
             raise PreconditionFailed(f"{bucket}/{key} does not match If-Match {if_match}")
 
-    async def _commit(
-        self,
-        record: ObjectRecord,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        create_bucket: bool = True,
-    ) -> ObjectRecord:
+    async def _commit(self, commit: ObjectCommit) -> ObjectRecord:
         try:
-            return await self.registry.commit_object(
-                record, if_match=_strip_etag(if_match), if_none_match=if_none_match,
-                create_bucket=create_bucket,
-            )
+            return await self.registry.commit_object(replace(commit, when=_unquoted(commit.when)))
         except ArkorError as exc:
             # A definite refusal: the fragments will never be referenced. (412 is queued for
             # reclaim by the registry itself; an unknown outcome is left to the orphan reaper, since
             # the commit may have happened.)
             if exc.status < 500 and exc.status != 412:
-                await self.engine.discard(record.fragments)
-            raise
-        except BaseException:
+                await self.engine.discard(commit.record.fragments)
             raise
 
     async def copy(
@@ -204,8 +194,8 @@ class ObjectService:
         check_object_key(key)
         if source is None:
             source = await self.head(src_bucket, src_key)
-        if if_none_match:
-            await self._precheck(bucket, key, if_match=None, if_none_match=True)
+        when = Preconditions(if_none_match=if_none_match)
+        await self._precheck(bucket, key, when)
         async with self.open_read(source, 0, source.size - 1) as chunks:
             result = await self._upload(chunks, size=source.size, content_md5=None, sha256=None)
         if result.md5.hex() != source.etag.split("-")[0] and "-" not in source.etag:
@@ -223,7 +213,7 @@ class ObjectService:
             modified=now,
             fragments=result.fragments,
         )
-        return await self._commit(record, if_none_match=if_none_match, create_bucket=create_bucket)
+        return await self._commit(ObjectCommit(record, when, create_bucket))
 
     # --- reads ----------------------------------------------------------------------------------
     async def head(self, bucket: str, key: str) -> ObjectRecord:
@@ -306,13 +296,18 @@ class ObjectService:
             etag = multipart_etag(etags)
         except ValueError:
             raise BadRequest("part ETags must be hex MD5 digests", code="invalid_part") from None
-        if if_none_match or if_match is not None:
-            await self._precheck(bucket, key, if_match=if_match, if_none_match=if_none_match)
+        when = Preconditions(if_match, if_none_match)
+        await self._precheck(bucket, key, when)
+        listed = [(n, e) for (n, _), e in zip(parts, etags, strict=True)]
         return await self.registry.complete_multipart(
-            upload_id, [(n, e) for (n, _), e in zip(parts, etags, strict=True)], etag=etag,
-            if_match=_strip_etag(if_match), if_none_match=if_none_match,
+            MultipartCommit(upload_id, listed, etag, _unquoted(when))
         )
 
 
 def _strip_etag(value: str | None) -> str | None:
     return None if value is None else unquote_etag(value)
+
+
+def _unquoted(when: Preconditions) -> Preconditions:
+    """The registry compares bare ETags: `"abc"` and `W/"abc"` are sent as `abc`."""
+    return replace(when, if_match=_strip_etag(when.if_match))

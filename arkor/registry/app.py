@@ -17,9 +17,17 @@ from typing import Any
 import trio
 
 from arkor.errors import BadRequest, ServiceUnavailable
-from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
+from arkor.model import Fragment, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
+from arkor.transfer.registry_calls import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_LOCK_LIMIT,
+    ListQuery,
+    LockQuery,
+    MultipartCommit,
+    ObjectCommit,
+)
 from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
 from arkor.web.role import control_app, role_app
 from arkor.web.semantics import loads_json, parse_uint
@@ -124,19 +132,8 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     async def put_object(request: Request) -> Response:
         bucket, key = _split_object_path(request)
         raw = await body_json(request, MAX_MANIFEST_JSON)
-
-        def build(raw: dict[str, Any]) -> tuple[ObjectRecord, str | None, bool, bool]:
-            record_raw = dict(raw["record"])
-            record_raw["bucket"], record_raw["key"] = bucket, key
-            if_match = raw.get("if_match")
-            return (ObjectRecord.from_json(record_raw), None if if_match is None else str(if_match),
-                    bool(raw.get("if_none_match")), bool(raw.get("create_bucket", True)))
-
-        record, if_match, if_none_match, create_bucket = _parse(build, raw)
-        stored = await service.commit_object(
-            record, if_match=if_match, if_none_match=if_none_match, create_bucket=create_bucket
-        )
-        return Response.json(stored.to_json())
+        commit = _parse(lambda raw: ObjectCommit.from_json(raw, bucket, key), raw)
+        return Response.json((await service.commit_object(commit)).to_json())
 
     @route(f"{PREFIX}/objects/.+", ["GET"])
     async def get_object(request: Request) -> Response:
@@ -154,13 +151,9 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["GET"])
     async def list_objects(request: Request) -> Response:
-        page = await service.list_objects(
-            request.params["bucket"],
-            prefix=request.query.get("prefix", ""),
-            delimiter=request.query.get("delimiter", ""),
-            marker=request.query.get("marker", ""),
-            limit=_int_param(request, "limit", 1000),
-        )
+        limit = _int_param(request, "limit", DEFAULT_LIST_LIMIT)
+        options = ListQuery.options_from_params(request.query, limit)
+        page = await service.list_objects(request.params["bucket"], **options)
         return Response.json(page.to_json())
 
     @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["PUT"])
@@ -224,18 +217,9 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/complete", ["POST"])
     async def complete_upload(request: Request) -> Response:
-        def build(raw: dict[str, Any]) -> tuple[list[tuple[int, str]], str, str | None, bool]:
-            parts = [(int(n), str(e)) for n, e in raw["parts"]]
-            if_match = raw.get("if_match")
-            return (parts, str(raw["etag"]), None if if_match is None else str(if_match),
-                    bool(raw.get("if_none_match")))
-
-        parts, etag, if_match, if_none_match = _parse(build, await body_json(request))
-        record = await service.complete_multipart(
-            request.params["upload"], parts, etag=etag, if_match=if_match,
-            if_none_match=if_none_match,
-        )
-        return Response.json(record.to_json())
+        upload_id = request.params["upload"]
+        commit = _parse(lambda raw: MultipartCommit.from_json(raw, upload_id), await body_json(request))
+        return Response.json((await service.complete_multipart(commit)).to_json())
 
     @route(f"{PREFIX}/locks", ["POST"])
     async def create_lock(request: Request) -> Response:
@@ -248,15 +232,9 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/locks", ["GET"])
     async def list_locks(request: Request) -> Response:
-        repo = request.query.get("repo", "")
-        locks, cursor = await service.list_locks(
-            repo,
-            path=request.query.get("path") or None,
-            lock_id=request.query.get("id") or None,
-            cursor=request.query.get("cursor") or None,
-            limit=_int_param(request, "limit", 100),
-            ref=request.query.get("ref") or None,
-        )
+        limit = _int_param(request, "limit", DEFAULT_LOCK_LIMIT)
+        options = LockQuery.options_from_params(request.query, limit)
+        locks, cursor = await service.list_locks(request.query.get("repo", ""), **options)
         return Response.json({"locks": [lock.to_json() for lock in locks], "next_cursor": cursor})
 
     @route(f"{PREFIX}/locks/(?P<lock>[^/]+)/unlock", ["POST"])

@@ -6,7 +6,7 @@ Must not: touch objects or needles."""
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from arkor.errors import (
     BadRequest,
@@ -21,6 +21,7 @@ from arkor.registry.ops_base import (
     RegistryBase,
 )
 from arkor.registry.store import Tx
+from arkor.transfer.registry_calls import LockOptions, LockQuery
 
 
 class LockOps(RegistryBase):
@@ -63,32 +64,24 @@ class LockOps(RegistryBase):
         return await self.store.write(body)
 
     async def list_locks(
-        self,
-        repo: str,
-        *,
-        path: str | None = None,
-        lock_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-        ref: str | None = None,
+        self, repo: str, **options: Unpack[LockOptions]
     ) -> tuple[list[LfsLock], str | None]:
+        query = LockQuery(repo, **options)
+        limit = query.limit
         self._check_lock_args(repo)
         if not 1 <= limit <= 1000:
             raise BadRequest("limit must be between 1 and 1000", code="invalid_limit")
         sql = "SELECT id, repo, path, owner, ref, locked_at FROM locks WHERE repo = ?"
         params: list[Any] = [repo]
-        if path:
-            sql += " AND path = ?"
-            params.append(path.encode())
-        if lock_id:
-            sql += " AND id = ?"
-            params.append(lock_id)
-        if cursor:
-            sql += " AND id >= ?"
-            params.append(cursor)
-        if ref:
-            sql += " AND (ref = ? OR ref IS NULL)"
-            params.append(ref)
+        for condition, value in (
+            (" AND path = ?", query.path and query.path.encode()),
+            (" AND id = ?", query.lock_id),
+            (" AND id >= ?", query.cursor),
+            (" AND (ref = ? OR ref IS NULL)", query.ref),
+        ):
+            if value:
+                sql += condition
+                params.append(value)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit + 1)
 

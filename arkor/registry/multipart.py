@@ -30,6 +30,7 @@ from arkor.registry.ops_base import (
     parse_manifest,
 )
 from arkor.registry.store import Tx
+from arkor.transfer.registry_calls import MultipartCommit, ObjectCommit
 from arkor.web.semantics import unquote_etag
 
 
@@ -136,15 +137,8 @@ class MultipartOps(ObjectOps):
 
         return await self.store.read(body)
 
-    async def complete_multipart(
-        self,
-        upload_id: str,
-        parts: list[tuple[int, str]],
-        *,
-        etag: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> ObjectRecord:
+    async def complete_multipart(self, commit: MultipartCommit) -> ObjectRecord:
+        upload_id, parts = commit.upload_id, commit.parts
         if not parts:
             raise Unprocessable("at least one part is required", code="invalid_part")
 
@@ -172,14 +166,13 @@ class MultipartOps(ObjectOps):
             if len(json.dumps(metadata, separators=(",", ":")).encode()) > self.max_metadata_bytes:
                 metadata = upload.metadata  # the layout is a convenience: never fail for it
             record = ObjectRecord(
-                bucket=upload.bucket, key=upload.key, size=size, etag=etag,
+                bucket=upload.bucket, key=upload.key, size=size, etag=commit.etag,
                 content_type=upload.content_type, metadata=metadata, fragments=fragments,
             )
             metadata_text = self._check_record(record)
             every_part = [f for p in stored.values() for f in p.fragments]
             result = await self._commit_in_tx(
-                tx, record, metadata_text, if_match=if_match, if_none_match=if_none_match,
-                also_remove=every_part, reason="multipart",
+                tx, ObjectCommit(record, commit.when), metadata_text, every_part, "multipart"
             )
             await tx.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             await tx.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))

@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from arkor.errors import (
     BadRequest,
@@ -32,6 +32,7 @@ from arkor.registry.ops_base import (
     parse_manifest,
 )
 from arkor.registry.store import Tx
+from arkor.transfer.registry_calls import ListOptions, ListQuery, ObjectCommit
 from arkor.web.semantics import unquote_etag
 
 
@@ -41,22 +42,14 @@ class ObjectOps(NeedleOps):
     # ------------------------------------------------------------------ objects
 
     async def _commit_in_tx(
-        self,
-        tx: Tx,
-        record: ObjectRecord,
-        metadata_text: str,
-        *,
-        if_match: str | None,
-        if_none_match: bool,
-        also_remove: list[Fragment],
-        reason: str,
-        create_bucket: bool = True,
+        self, tx: Tx, commit: ObjectCommit, metadata_text: str, also_remove: list[Fragment], reason: str
     ) -> ObjectRecord:
+        record, when = commit.record, commit.when
         now = time.time()
         key = record.key.encode()
         lock = self._dialect.for_update
         if not await tx.query(f"SELECT name FROM buckets WHERE name = ?{lock}", (record.bucket,)):
-            if not create_bucket:
+            if not commit.create_bucket:
                 raise NotFound(f"no such bucket {record.bucket!r}", code="no_such_bucket")
             await tx.execute(
                 f"{self._dialect.insert_ignore} INTO buckets (name, created, objects, bytes) "
@@ -69,12 +62,12 @@ class ObjectOps(NeedleOps):
             (record.bucket, key),
         )
         current = rows[0] if rows else None
-        if if_none_match and current is not None:
+        if when.if_none_match and current is not None:
             raise PreconditionFailed(f"object {record.key!r} already exists")
-        if if_match is not None:
-            wanted = unquote_etag(if_match)
+        if when.if_match is not None:
+            wanted = unquote_etag(when.if_match)
             if current is None or (wanted != "*" and wanted != str(current[0])):
-                raise PreconditionFailed(f"object {record.key!r} does not have ETag {if_match}")
+                raise PreconditionFailed(f"object {record.key!r} does not have ETag {when.if_match}")
         old_fragments = parse_manifest(str(current[3])) if current is not None else []
         await self._adjust_refs(tx, record.fragments, old_fragments + also_remove, reason)
         stored = ObjectRecord(
@@ -99,21 +92,12 @@ class ObjectOps(NeedleOps):
         )
         return stored
 
-    async def commit_object(
-        self,
-        record: ObjectRecord,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        create_bucket: bool = True,
-    ) -> ObjectRecord:
+    async def commit_object(self, commit: ObjectCommit) -> ObjectRecord:
+        record = commit.record
         metadata_text = self._check_record(record)
 
         async def body(tx: Tx) -> ObjectRecord:
-            return await self._commit_in_tx(
-                tx, record, metadata_text, if_match=if_match, if_none_match=if_none_match,
-                also_remove=[], reason="overwrite", create_bucket=create_bucket,
-            )
+            return await self._commit_in_tx(tx, commit, metadata_text, [], "overwrite")
 
         try:
             return await self.store.write(body)
@@ -174,15 +158,9 @@ class ObjectOps(NeedleOps):
 
         return await self.store.write(body)
 
-    async def list_objects(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        delimiter: str = "",
-        marker: str = "",
-        limit: int = 1000,
-    ) -> ListPage:
+    async def list_objects(self, bucket: str, **options: Unpack[ListOptions]) -> ListPage:
+        query = ListQuery(bucket, **options)
+        prefix, delimiter, marker, limit = query.prefix, query.delimiter, query.marker, query.limit
         check_bucket(bucket)
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}", code="invalid_limit")

@@ -13,7 +13,7 @@ behind that a retry cannot cope with.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from arkor.fileid import FileID
 from arkor.model import (
@@ -29,6 +29,7 @@ from arkor.model import (
     PartInfo,
     ServerInfo,
 )
+from arkor.transfer.registry_calls import ListOptions, LockOptions, MultipartCommit, ObjectCommit
 
 
 class Replica(Protocol):
@@ -69,19 +70,11 @@ class Registry(Protocol):
         registry processes)."""
 
     # --- objects ----------------------------------------------------------------------------
-    async def commit_object(
-        self,
-        record: ObjectRecord,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        create_bucket: bool = True,
-    ) -> ObjectRecord:
-        """Atomically make `record` the current version of (bucket, key), creating the bucket if
-        needed (`create_bucket=False`: NotFound no_such_bucket instead, as S3 wants). `if_match`:
-        the current ETag must equal it; `if_none_match`: there must be no current object
-        (PreconditionFailed otherwise; the new fragments are then queued for reclaim by the
-        registry). The replaced version's fragments are queued for reclaim.
+    async def commit_object(self, commit: ObjectCommit) -> ObjectRecord:
+        """Atomically make `commit.record` the current version of (bucket, key), creating the
+        bucket if needed (`create_bucket=False`: NotFound no_such_bucket instead, as S3 wants).
+        When `commit.when` fails: PreconditionFailed, and the new fragments are queued for reclaim
+        by the registry. The replaced version's fragments are queued for reclaim.
         Returns the record as stored (version and times filled in)."""
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord:
@@ -91,16 +84,8 @@ class Registry(Protocol):
         """Remove the current version and queue its fragments for reclaim; returns what was
         deleted. NotFound (no_such_key) when absent."""
 
-    async def list_objects(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        delimiter: str = "",
-        marker: str = "",
-        limit: int = 1000,
-    ) -> ListPage:
-        """One page in key order, keys strictly after `marker`. NotFound (no_such_bucket)."""
+    async def list_objects(self, bucket: str, **options: Unpack[ListOptions]) -> ListPage:
+        """One page of `ListQuery(bucket, **options)`. NotFound (no_such_bucket)."""
 
     async def list_buckets(self) -> list[BucketInfo]:
         ...
@@ -129,18 +114,10 @@ class Registry(Protocol):
     async def list_parts(self, upload_id: str) -> list[PartInfo]:
         ...
 
-    async def complete_multipart(
-        self,
-        upload_id: str,
-        parts: list[tuple[int, str]],
-        *,
-        etag: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> ObjectRecord:
-        """Commit the listed (part_number, etag) parts, in order, as one object atomically;
-        fragments of unlisted parts are queued for reclaim. Unprocessable (invalid_part) when a
-        part is missing or its ETag differs. `if_match` / `if_none_match` as for commit_object.
+    async def complete_multipart(self, commit: MultipartCommit) -> ObjectRecord:
+        """Commit the listed parts, in order, as one object atomically; fragments of unlisted parts
+        are queued for reclaim. Unprocessable (invalid_part) when a part is missing or its ETag
+        differs. `commit.when` as for commit_object.
         The object's part sizes are kept in its `PARTS_META` metadata (model.part_layout)."""
 
     async def abort_multipart(self, upload_id: str) -> None:
@@ -154,16 +131,10 @@ class Registry(Protocol):
         """Conflict (lock_exists) carrying the existing lock's id in the message when taken."""
 
     async def list_locks(
-        self,
-        repo: str,
-        *,
-        path: str | None = None,
-        lock_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-        ref: str | None = None,
+        self, repo: str, **options: Unpack[LockOptions]
     ) -> tuple[list[LfsLock], str | None]:
-        """Locks ordered by id, and the cursor for the next page (None at the end)."""
+        """The locks of `LockQuery(repo, **options)`, and the cursor for the next page (None at
+        the end)."""
 
     async def delete_lock(
         self, repo: str, lock_id: str, owner: str, *, force: bool = False

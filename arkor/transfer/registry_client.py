@@ -13,7 +13,7 @@ change under concurrent writers and a stale one could serve deleted data. The wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +37,14 @@ from arkor.model import (
     ServerInfo,
 )
 from arkor.security import ClusterAuth
+from arkor.transfer.registry_calls import (
+    ListOptions,
+    ListQuery,
+    LockOptions,
+    LockQuery,
+    MultipartCommit,
+    ObjectCommit,
+)
 from arkor.transfer.timeouts import Timeouts
 
 PREFIX = "/internal/v1"
@@ -133,19 +141,9 @@ class HttpRegistry:
         return KeyRange.from_json(await self._call("POST", f"{PREFIX}/leases", body={"count": count}))
 
     # --- objects ----------------------------------------------------------------------------
-    async def commit_object(
-        self,
-        record: ObjectRecord,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        create_bucket: bool = True,
-    ) -> ObjectRecord:
-        body = {"record": record.to_json(), "if_match": if_match, "if_none_match": if_none_match}
-        if not create_bucket:
-            body["create_bucket"] = False
-        data = await self._call("PUT", object_path(record.bucket, record.key), body=body)
-        return ObjectRecord.from_json(data)
+    async def commit_object(self, commit: ObjectCommit) -> ObjectRecord:
+        path = object_path(commit.record.bucket, commit.record.key)
+        return ObjectRecord.from_json(await self._call("PUT", path, body=commit.to_json()))
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord:
         return ObjectRecord.from_json(await self._call("GET", object_path(bucket, key)))
@@ -153,19 +151,9 @@ class HttpRegistry:
     async def delete_object(self, bucket: str, key: str) -> ObjectRecord:
         return ObjectRecord.from_json(await self._call("DELETE", object_path(bucket, key)))
 
-    async def list_objects(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        delimiter: str = "",
-        marker: str = "",
-        limit: int = 1000,
-    ) -> ListPage:
-        params = {"prefix": prefix, "delimiter": delimiter, "marker": marker, "limit": str(limit)}
-        data = await self._call(
-            "GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}", params=params
-        )
+    async def list_objects(self, bucket: str, **options: Unpack[ListOptions]) -> ListPage:
+        params = ListQuery(bucket, **options).params()
+        data = await self._call("GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}", params=params)
         return ListPage.from_json(data)
 
     async def list_buckets(self) -> list[BucketInfo]:
@@ -203,20 +191,9 @@ class HttpRegistry:
         data = await self._call("GET", f"{PREFIX}/uploads/{quote(upload_id, safe='')}/parts")
         return [PartInfo.from_json(p) for p in data["parts"]]
 
-    async def complete_multipart(
-        self,
-        upload_id: str,
-        parts: list[tuple[int, str]],
-        *,
-        etag: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> ObjectRecord:
-        body: dict[str, Any] = {"parts": [[int(n), str(e)] for n, e in parts], "etag": etag}
-        if if_match is not None or if_none_match:
-            body.update(if_match=if_match, if_none_match=if_none_match)
-        path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}/complete"
-        return ObjectRecord.from_json(await self._call("POST", path, body=body))
+    async def complete_multipart(self, commit: MultipartCommit) -> ObjectRecord:
+        path = f"{PREFIX}/uploads/{quote(commit.upload_id, safe='')}/complete"
+        return ObjectRecord.from_json(await self._call("POST", path, body=commit.to_json()))
 
     async def abort_multipart(self, upload_id: str) -> None:
         await self._call("DELETE", f"{PREFIX}/uploads/{quote(upload_id, safe='')}")
@@ -231,19 +208,9 @@ class HttpRegistry:
         return LfsLock.from_json(await self._call("POST", f"{PREFIX}/locks", body=body))
 
     async def list_locks(
-        self,
-        repo: str,
-        *,
-        path: str | None = None,
-        lock_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-        ref: str | None = None,
+        self, repo: str, **options: Unpack[LockOptions]
     ) -> tuple[list[LfsLock], str | None]:
-        params = {"repo": repo, "limit": str(limit)}
-        for name, value in (("path", path), ("id", lock_id), ("cursor", cursor), ("ref", ref)):
-            if value:
-                params[name] = value
+        params = LockQuery(repo, **options).params()
         data = await self._call("GET", f"{PREFIX}/locks", params=params)
         return [LfsLock.from_json(x) for x in data["locks"]], data.get("next_cursor")
 

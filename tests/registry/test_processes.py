@@ -15,6 +15,7 @@ from arkor.errors import Forbidden, NotFound, PreconditionFailed, ServiceUnavail
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
 from arkor.security import ClusterAuth
+from arkor.transfer.registry_calls import MultipartCommit, ObjectCommit, Preconditions
 from arkor.transfer.registry_client import HttpRegistry
 from tests.procs import ArkorProcess, free_port
 from tests.registry.conftest import (
@@ -30,6 +31,9 @@ from tests.registry.conftest import (
 def record(bucket: str, key: str, start_key: int, size: int = 10) -> ObjectRecord:
     frag = Fragment(fid=str(FileID.new(1, start_key)), size=size, crc32c=123)
     return ObjectRecord(bucket=bucket, key=key, size=size, etag=f"e{start_key}", fragments=[frag])
+
+
+UNLESS_EXISTS = Preconditions(if_none_match=True)
 
 
 async def signed(
@@ -97,10 +101,10 @@ async def test_every_method_over_http(sqlite_registry: ArkorProcess, http_client
     reg = http_registry(sqlite_registry, http_client)
     lease = await reg.lease_keys(100)
     key = "dir/ünï cödé?#%.txt"
-    stored = await reg.commit_object(record("bkt", key, lease.start), if_none_match=True)
+    stored = await reg.commit_object(ObjectCommit(record("bkt", key, lease.start), UNLESS_EXISTS))
     assert (await reg.get_object("bkt", key)).version == stored.version
     with pytest.raises(PreconditionFailed):
-        await reg.commit_object(record("bkt", key, lease.start + 1), if_none_match=True)
+        await reg.commit_object(ObjectCommit(record("bkt", key, lease.start + 1), UNLESS_EXISTS))
     page = await reg.list_objects("bkt", prefix="dir/", delimiter="/", limit=5)
     assert [o.key for o in page.objects] == [key] and not page.truncated
     assert [(b.name, b.objects) for b in await reg.list_buckets()] == [("bkt", 1)]
@@ -110,7 +114,7 @@ async def test_every_method_over_http(sqlite_registry: ArkorProcess, http_client
     await reg.put_part(upload.upload_id, PartInfo(1, 10, "p1", [part_fragment]))
     assert [p.part_number for p in await reg.list_parts(upload.upload_id)] == [1]
     assert [u.key for u in await reg.list_multipart("bkt")] == ["mp"]
-    done = await reg.complete_multipart(upload.upload_id, [(1, "p1")], etag="m-1")
+    done = await reg.complete_multipart(MultipartCommit(upload.upload_id, [(1, "p1")], "m-1"))
     assert done.size == 10 and done.content_type == "text/plain"
     other = await reg.create_multipart("bkt", "mp2", "", {})
     await reg.abort_multipart(other.upload_id)
@@ -147,7 +151,7 @@ async def test_sigkilled_registry_loses_nothing_committed(
                 try:
                     lease = await reg.lease_keys(1)
                     leased.append(lease.start)
-                    rec = await reg.commit_object(record("crash", f"w{w}/{i:05d}", lease.start))
+                    rec = await reg.commit_object(ObjectCommit(record("crash", f"w{w}/{i:05d}", lease.start)))
                 except ServiceUnavailable:
                     return
                 acknowledged[rec.key] = rec.version
@@ -249,13 +253,13 @@ async def test_two_registries_share_one_mariadb_and_redis(
 
         # Writes through one are read through the other; a create race has exactly one winner.
         base = max(keys) + 1000
-        await ra.commit_object(record("shared", "doc", base))
+        await ra.commit_object(ObjectCommit(record("shared", "doc", base)))
         assert (await rb.get_object("shared", "doc")).etag == f"e{base}"
         outcomes: list[str] = []
 
         async def create(reg: HttpRegistry, n: int) -> None:
             try:
-                await reg.commit_object(record("shared", "race", base + n), if_none_match=True)
+                await reg.commit_object(ObjectCommit(record("shared", "race", base + n), UNLESS_EXISTS))
                 outcomes.append("created")
             except PreconditionFailed:
                 outcomes.append("412")

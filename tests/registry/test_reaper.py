@@ -15,6 +15,7 @@ from arkor.errors import NotFound
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord
 from arkor.transfer.data_client import HttpReplica
+from arkor.transfer.registry_calls import ObjectCommit
 from tests.procs import ArkorProcess, free_port, write_config
 from tests.registry.conftest import SECRET, http_registry, registry_config, start_registry
 
@@ -56,8 +57,9 @@ async def test_reaper_deletes_reclaimed_and_orphaned_needles_only(
         return Fragment(fid=str(fid), size=len(payload), crc32c=crc32c(payload))
 
     kept, replaced, orphan, discarded = fids
-    await reg.commit_object(ObjectRecord("r", "obj", len(payload), "e1", fragments=[fragment(replaced)]))
-    await reg.commit_object(ObjectRecord("r", "obj", len(payload), "e2", fragments=[fragment(kept)]))
+    for etag, fid in (("e1", replaced), ("e2", kept)):
+        record = ObjectRecord("r", "obj", len(payload), etag, fragments=[fragment(fid)])
+        await reg.commit_object(ObjectCommit(record))
     await reg.discard_fragments([fragment(discarded)])
 
     async def gone(fid: FileID) -> bool:

@@ -11,6 +11,7 @@ from arkor.errors import BadRequest, Conflict, Forbidden, NotFound, Precondition
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
+from arkor.transfer.registry_calls import MultipartCommit, ObjectCommit, Preconditions
 
 
 async def fragments(svc: RegistryService, sizes: list[int], group: int = 1) -> list[Fragment]:
@@ -24,7 +25,7 @@ async def fragments(svc: RegistryService, sizes: list[int], group: int = 1) -> l
 async def put(svc: RegistryService, bucket: str, key: str, sizes: list[int] = (3,), **kw) -> ObjectRecord:  # type: ignore[assignment]
     frags = await fragments(svc, list(sizes))
     record = ObjectRecord(bucket=bucket, key=key, size=sum(sizes), etag=f"etag-{key}", fragments=frags)
-    return await svc.commit_object(record, **kw)
+    return await svc.commit_object(ObjectCommit(record, Preconditions(**kw)))
 
 
 async def queued(svc: RegistryService) -> set[str]:
@@ -136,7 +137,7 @@ async def test_bad_input_is_rejected_with_stable_codes(service: RegistryService)
     ]
     for record, code in cases:
         with pytest.raises(BadRequest) as info:
-            await service.commit_object(record)
+            await service.commit_object(ObjectCommit(record))
         assert info.value.code == code and info.value.status == 400
     with pytest.raises(BadRequest):
         await service.list_objects("b", limit=0)
@@ -230,7 +231,7 @@ async def test_orphan_safety_committed_and_reclaimed_are_exclusive(service: Regi
     assert await service.still_reclaimed([f.fid for f in committed.fragments]) == set()
     # A commit naming a reclaimed needle fails and changes nothing.
     with pytest.raises(Conflict) as info:
-        await service.commit_object(ObjectRecord("o", "late", 2, "e", fragments=orphan))
+        await service.commit_object(ObjectCommit(ObjectRecord("o", "late", 2, "e", fragments=orphan)))
     assert info.value.code == "fragment_reclaimed"
     with pytest.raises(NotFound):
         await service.get_object("o", "late")
@@ -239,7 +240,7 @@ async def test_orphan_safety_committed_and_reclaimed_are_exclusive(service: Regi
     assert not await queued(service) & {f.fid for f in committed.fragments}
     # A commit retried with the very same manifest keeps the needles alive.
     again = ObjectRecord("o", "k", 2, committed.etag, fragments=committed.fragments)
-    await service.commit_object(again)
+    await service.commit_object(ObjectCommit(again))
     assert not await queued(service) & {f.fid for f in committed.fragments}
 
 
@@ -288,11 +289,12 @@ async def test_multipart_complete_and_abort(service: RegistryService) -> None:
     assert [u.upload_id for u in await service.list_multipart("mp")] == [upload.upload_id]
 
     with pytest.raises(Unprocessable) as info:
-        await service.complete_multipart(upload.upload_id, [(1, "p1"), (2, "p2")], etag="x-2")
+        await service.complete_multipart(MultipartCommit(upload.upload_id, [(1, "p1"), (2, "p2")], "x-2"))
     assert info.value.code == "invalid_part"
     with pytest.raises(Unprocessable):
-        await service.complete_multipart(upload.upload_id, [(3, "p3"), (1, "p1")], etag="x-2")
-    record = await service.complete_multipart(upload.upload_id, [(1, '"p1"'), (3, "p3")], etag="x-2")
+        await service.complete_multipart(MultipartCommit(upload.upload_id, [(3, "p3"), (1, "p1")], "x-2"))
+    listed = [(1, '"p1"'), (3, "p3")]
+    record = await service.complete_multipart(MultipartCommit(upload.upload_id, listed, "x-2"))
     assert record.size == 16 and record.content_type == "text/plain"
     assert record.metadata == {"a": "1", ":parts": "8*2"}  # user metadata + the part layout
     assert record.fragments == parts[1].fragments + parts[3].fragments

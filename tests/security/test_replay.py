@@ -13,6 +13,7 @@ from arkor.checksum import crc32c
 from arkor.fileid import FileID
 from arkor.model import Fragment, ObjectRecord, ServerInfo
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, ClusterAuth
+from arkor.transfer.registry_calls import ObjectCommit
 from arkor.transfer.registry_client import HttpRegistry
 from tests.data.conftest import SECRET as DATA_SECRET
 from tests.data.conftest import start_data
@@ -87,12 +88,12 @@ async def test_registry_refuses_replays_other_bodies_and_other_urls(registry: Ar
         # A DELETE replayed after the object was created again removes nothing.
         frag = Fragment(fid=str(FileID.new(1, 77)), size=3, crc32c=1)
         record = ObjectRecord(bucket="b", key="k", size=3, etag="e1", fragments=[frag])
-        await registry_client.commit_object(record)
+        await registry_client.commit_object(ObjectCommit(record))
         delete = captured(REGISTRY_SECRET, "DELETE", url + "/objects/b/k")
         assert (await client.send(delete)).status_code == 200
         again_frag = Fragment(fid=str(FileID.new(1, 78)), size=3, crc32c=1)
-        await registry_client.commit_object(ObjectRecord(bucket="b", key="k", size=3, etag="e2",
-                                                         fragments=[again_frag]))
+        again = ObjectRecord(bucket="b", key="k", size=3, etag="e2", fragments=[again_frag])
+        await registry_client.commit_object(ObjectCommit(again))
         replayed = await client.send(delete)
         assert replayed.status_code == 403 and code(replayed) == "replayed_signature"
         assert (await registry_client.get_object("b", "k")).etag == "e2"
