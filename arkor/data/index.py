@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 _OFFSET_BITS = 48
@@ -48,24 +48,34 @@ def _unpack(key: int, loc: int, size: int, cookie: int, crc: int, ts: int) -> En
     return Entry(key, loc >> _OFFSET_BITS, loc & _OFFSET_MASK, size >> 1, cookie, crc, ts, bool(size & 1))
 
 
-class NeedleIndex:
-    """Not thread-safe: used from the trio thread only."""
+class _Columns:
+    """The six parallel columns, in `_pack` order, of the index and of its builder."""
 
-    def __init__(self, merge_threshold: int = 8192) -> None:
+    def __init__(self) -> None:
         self.keys = array("Q")
-        self.locs = array("Q")
-        self.sizes = array("Q")
+        self.locs = array("Q")  # volume << _OFFSET_BITS | offset
+        self.sizes = array("Q")  # size << 1 | deleted
         self.cookies = array("I")
         self.crcs = array("I")
         self.stamps = array("I")
+
+    def _columns(self) -> tuple[array, array, array, array, array, array]:
+        return self.keys, self.locs, self.sizes, self.cookies, self.crcs, self.stamps
+
+    def _set_columns(self, columns: Sequence[array]) -> None:
+        self.keys, self.locs, self.sizes, self.cookies, self.crcs, self.stamps = columns
+
+
+class NeedleIndex(_Columns):
+    """Not thread-safe: used from the trio thread only."""
+
+    def __init__(self, merge_threshold: int = 8192) -> None:
+        super().__init__()
         self.overflow: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.merge_threshold = merge_threshold
 
     def __len__(self) -> int:
         return len(self.keys) + len(self.overflow)
-
-    def _columns(self) -> tuple[array, array, array, array, array, array]:
-        return self.keys, self.locs, self.sizes, self.cookies, self.crcs, self.stamps
 
     def get(self, key: int) -> Entry | None:
         packed = self.overflow.get(key)
@@ -115,7 +125,7 @@ class NeedleIndex:
             prev = pos
         for n_col, o_col in zip(new, old, strict=True):
             n_col.extend(o_col[prev:])
-        self.keys, self.locs, self.sizes, self.cookies, self.crcs, self.stamps = new
+        self._set_columns(new)
         self.overflow = {}
 
     def entries_after(self, after: int, limit: int) -> list[Entry]:
@@ -176,29 +186,21 @@ class NeedleIndex:
         if n == 0:
             return index
         ordered = all(keys[i] < keys[i + 1] for i in range(n - 1))
-        src = (keys, columns.locs, columns.sizes, columns.cookies, columns.crcs, columns.stamps)
+        src = columns._columns()
         if ordered:  # copy to exact size (appending over-allocates by up to 1/8)
             built = [array(col.typecode, col) for col in src]
-            index.keys, index.locs, index.sizes, index.cookies, index.crcs, index.stamps = built
+            index._set_columns(built)
             return index
         order = sorted(range(n), key=keys.__getitem__)  # stable: replay order kept within a key
         # keep the last of each run of equal keys
         keep = [order[j] for j in range(n) if j == n - 1 or keys[order[j]] != keys[order[j + 1]]]
         built = [array(col.typecode, map(col.__getitem__, keep)) for col in src]
-        index.keys, index.locs, index.sizes, index.cookies, index.crcs, index.stamps = built
+        index._set_columns(built)
         return index
 
 
-class IndexBuilder:
+class IndexBuilder(_Columns):
     """Columns filled in replay order (volume id, then offset) while the store opens."""
-
-    def __init__(self) -> None:
-        self.keys = array("Q")
-        self.locs = array("Q")
-        self.sizes = array("Q")
-        self.cookies = array("I")
-        self.crcs = array("I")
-        self.stamps = array("I")
 
     def add(self, entry: Entry) -> None:
         self.add_raw(entry.key, entry.volume, entry.offset, entry.size, entry.cookie, entry.crc32c,

@@ -170,7 +170,7 @@ def build_app(
 def _control_app(state: ServerState) -> Any:
     from quart import jsonify, request
 
-    app = control_app("arkor.data")
+    app = control_app("arkor.data", health={"server_id": state.server_id})
     store = state.store
 
     def signed(method: str) -> None:
@@ -178,10 +178,6 @@ def _control_app(state: ServerState) -> Any:
         check_signature(state, method, raw.decode("latin-1").split("?", 1)[0],
                         request.scope.get("query_string", b"").decode("latin-1"),
                         request.headers.get(SIGNATURE_HEADER))
-
-    @app.get("/healthz")
-    async def healthz() -> Any:
-        return jsonify({"status": "ok", "server_id": state.server_id})
 
     @app.get("/readyz")
     async def readyz() -> Any:

@@ -103,6 +103,17 @@ class ChunkedDecoder:
     def done(self) -> bool:
         return self._state == "done"
 
+    def _line(self, limit: int, too_long: str) -> bytes | None:
+        """The next CRLF-ended line, taken from the buffer without its CRLF; None while incomplete."""
+        end = self._buf.find(b"\r\n")
+        if end < 0:
+            if len(self._buf) > limit:
+                raise ProtocolError(too_long)
+            return None
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        return line
+
     def feed(self, data: bytes) -> list[bytes]:
         if self._state == "done":  # bytes after the body belong to whatever follows it
             self.leftover += data
@@ -111,13 +122,10 @@ class ChunkedDecoder:
         out: list[bytes] = []
         while True:
             if self._state == "size":
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_CHUNK_LINE:
-                        raise ProtocolError("chunk size line too long")
+                line = self._line(MAX_CHUNK_LINE, "chunk size line too long")
+                if line is None:
                     return out
-                size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
-                del self._buf[: end + 2]
+                size_text = line.split(b";", 1)[0].strip()
                 if not size_text or len(size_text) > 16 or any(c not in b"0123456789abcdefABCDEF"
                                                                for c in size_text):
                     raise ProtocolError(f"bad chunk size {size_text[:20]!r}")
@@ -140,13 +148,9 @@ class ChunkedDecoder:
                 del self._buf[:2]
                 self._state = "size"
             elif self._state == "trailers":
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEAD:
-                        raise ProtocolError("trailers too long")
+                line = self._line(MAX_HEAD, "trailers too long")
+                if line is None:
                     return out
-                line = bytes(self._buf[:end])
-                del self._buf[: end + 2]
                 if not line:
                     self._state = "done"
                     self.leftover = bytes(self._buf)

@@ -355,11 +355,7 @@ def _control(ctx: ObjectContext) -> Any:
     """The QuartTrio app of the object role: liveness and readiness."""
     from quart import jsonify
 
-    app = control_app("arkor.object")
-
-    @app.get("/healthz")
-    async def healthz() -> Any:
-        return jsonify({"status": "ok", "role": "object"})
+    app = control_app("arkor.object", health={"role": "object"})
 
     @app.get("/readyz")
     async def readyz() -> Any:

@@ -29,13 +29,20 @@ DRAIN_SECONDS = 120.0
 DRAIN_CHUNK_SECONDS = 5.0  # a client still sending its body sends more often than this
 
 
-def control_app(name: str) -> Any:
+def control_app(name: str, health: dict[str, Any] | None = None) -> Any:
     """A QuartTrio app (`arkor.web.serve.quart_app`) whose errors are the JSON error body:
-    ArkorError as raised, Quart's own 404/405 as ``not_found`` / ``method_not_allowed``."""
+    ArkorError as raised, Quart's own 404/405 as ``not_found`` / ``method_not_allowed``. With
+    `health`, it answers the liveness probe ``GET /healthz`` with ``{"status": "ok", **health}``."""
     from quart import jsonify
     from werkzeug.exceptions import HTTPException
 
     app = quart_app(name)
+    if health is not None:
+        alive = {"status": "ok", **health}
+
+        @app.get("/healthz")
+        async def healthz() -> Any:
+            return jsonify(alive)
 
     @app.errorhandler(ArkorError)
     async def arkor_error(exc: ArkorError) -> Any:

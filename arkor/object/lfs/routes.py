@@ -78,6 +78,12 @@ class LfsRoutes:
         headers = [*exc.headers.items(), ("x-request-id", request_id)]
         return self._json(protocol.error_body(exc, request_id, **extra), exc.status, headers)
 
+    def _lock_page(self, out: dict[str, Any], cursor: str | None) -> Response:
+        """A page of a lock listing; `next_cursor` only when more locks follow."""
+        if cursor:
+            out["next_cursor"] = cursor
+        return self._json(out)
+
     def wrap(self, handler: Handler) -> Handler:
         """LFS-shaped errors (message + request_id, LFS media type) for everything `handler` raises."""
 
@@ -288,10 +294,7 @@ class LfsRoutes:
             repo.full_name, path=query.path, lock_id=query.lock_id, cursor=query.cursor,
             limit=query.limit, ref=query.ref,
         )
-        out: dict[str, Any] = {"locks": [protocol.lock_json(lk) for lk in locks]}
-        if cursor:
-            out["next_cursor"] = cursor
-        return self._json(out)
+        return self._lock_page({"locks": [protocol.lock_json(lk) for lk in locks]}, cursor)
 
     async def verify_locks(self, request: Request) -> Response:
         repo = self._repo(request)
@@ -301,10 +304,7 @@ class LfsRoutes:
             repo.full_name, cursor=query.cursor, limit=query.limit, ref=query.ref
         )
         ours, theirs = protocol.split_locks(locks, principal.name)
-        out: dict[str, Any] = {"ours": ours, "theirs": theirs}
-        if cursor:
-            out["next_cursor"] = cursor
-        return self._json(out)
+        return self._lock_page({"ours": ours, "theirs": theirs}, cursor)
 
     async def unlock(self, request: Request) -> Response:
         repo = self._repo(request)
