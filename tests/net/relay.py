@@ -107,13 +107,16 @@ async def main(args: argparse.Namespace) -> None:
         nursery.start_soon(delay.watch)
         while True:
             await slots.acquire()
-            try:
-                client = await listener.accept()
-            except OSError:
-                slots.release()
-                await trio.sleep(0.05)
-                continue
-            nursery.start_soon(serve, client)
+            nursery.start_soon(serve, await accept(listener))
+
+
+async def accept(listener: trio.SocketListener) -> trio.SocketStream:
+    """The next connection; a failed accept (out of file descriptors, a reset) is waited out."""
+    while True:
+        try:
+            return await listener.accept()
+        except OSError:
+            await trio.sleep(0.05)
 
 
 if __name__ == "__main__":
