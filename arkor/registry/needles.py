@@ -55,21 +55,28 @@ class NeedleOps(RegistryBase):
                 queue: list[tuple[Any, ...]] = []
                 for key in chunk:
                     if key not in known:
-                        if await tx.execute(
-                            f"{self._dialect.insert_ignore} INTO needles (nkey, fid, refs, state, "
-                            "updated) VALUES (?, ?, 0, 'reclaimed', ?)",
-                            (key, by_key[key], now),
-                        ):
-                            await tx.execute(
-                                "INSERT INTO reclaim (fid, reason, queued, next_try, attempts) "
-                                "VALUES (?, 'discard', ?, ?, 0)",
-                                (by_key[key], now, now),
-                            )
+                        await self._claim_unknown(tx, key, by_key[key], "discard", now)
                     elif known[key] == (0, "live") or known[key][0] < 0:
                         queue.append((key, by_key[key]))
                 await self._queue_reclaim(tx, queue, "discard", now)
 
         await self.store.write(body)
+
+    async def _claim_unknown(self, tx: Tx, key: int, fid: str, reason: str, now: float) -> bool:
+        """Give a key that no commit ever referenced a final 'reclaimed' row and queue its needle,
+        so no later commit can name it; False when the key has a row already (a commit or another
+        claim got there first: it is theirs)."""
+        if not await tx.execute(
+            f"{self._dialect.insert_ignore} INTO needles (nkey, fid, refs, state, updated) "
+            "VALUES (?, ?, 0, 'reclaimed', ?)",
+            (key, fid, now),
+        ):
+            return False
+        await tx.execute(
+            "INSERT INTO reclaim (fid, reason, queued, next_try, attempts) VALUES (?, ?, ?, ?, 0)",
+            (fid, reason, now, now),
+        )
+        return True
 
     # ------------------------------------------------------------------ reclaim queue (reaper)
 
@@ -139,16 +146,7 @@ class NeedleOps(RegistryBase):
             claimed.clear()
             now = time.time()
             for key in sorted(by_key):
-                if await tx.execute(
-                    f"{self._dialect.insert_ignore} INTO needles (nkey, fid, refs, state, updated) "
-                    "VALUES (?, ?, 0, 'reclaimed', ?)",
-                    (key, by_key[key], now),
-                ):
-                    await tx.execute(
-                        "INSERT INTO reclaim (fid, reason, queued, next_try, attempts) "
-                        "VALUES (?, 'orphan', ?, ?, 0)",
-                        (by_key[key], now, now),
-                    )
+                if await self._claim_unknown(tx, key, by_key[key], "orphan", now):
                     claimed.append(by_key[key])
 
         if by_key:

@@ -94,6 +94,15 @@ class _PendingWrite:
         self.result: Any = None
         self.error: BaseException | None = None
 
+    async def sleep(self) -> None:
+        """Until woken: finished, or (for a queued entry) its turn to lead."""
+        await self.wake.wait()
+        self.wake = trio.Event()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.wake.set()
+
 
 def _run_read_batch(conn: sqlite3.Connection, batch: list[_PendingWrite]) -> None:
     """One read transaction (one snapshot) around every body of `batch`; each body's result or
@@ -218,8 +227,7 @@ class SqliteStore:
             self._write_leader = entry
         try:
             while not entry.finished and self._write_leader is not entry:
-                await entry.wake.wait()
-                entry.wake = trio.Event()
+                await entry.sleep()
         except BaseException:
             if not entry.taken:
                 self._write_queue.remove(entry)
@@ -228,8 +236,7 @@ class SqliteStore:
                 raise
             with trio.CancelScope(shield=True):  # decided in another writer's batch, shortly
                 while not entry.finished:
-                    await entry.wake.wait()
-                    entry.wake = trio.Event()
+                    await entry.sleep()
         if not entry.finished:
             with trio.CancelScope(shield=True):
                 await self._lead(self._writer)
@@ -247,18 +254,23 @@ class SqliteStore:
                 entry.error = RuntimeError("the write batch did not run")  # cleared by _run_batch
             with contextlib.suppress(Exception):  # every entry carries the error
                 await trio.to_thread.run_sync(_run_batch, conn, batch, limiter=self._limiter)
-            for entry in batch:
-                if entry.slow:  # its body awaited something else: its own transaction, per statement
-                    try:
-                        async with self._transaction(conn, "BEGIN IMMEDIATE") as tx:
-                            entry.result = await entry.body(tx)
-                    except Exception as exc:  # noqa: BLE001 - reported to its caller
-                        entry.error = exc
+            await self._run_slow(conn, batch, "BEGIN IMMEDIATE")
         finally:
             for entry in batch:
-                entry.finished = True
-                entry.wake.set()
+                entry.finish()
             self._hand_over_lead()
+
+    async def _run_slow(self, conn: sqlite3.Connection, batch: list[_PendingWrite], begin: str) -> None:
+        """The entries whose body awaited something besides the database, each in its own
+        transaction, a statement per worker-thread call."""
+        for entry in batch:
+            if entry.slow:
+                entry.error = None
+                try:
+                    async with self._transaction(conn, begin) as tx:
+                        entry.result = await entry.body(tx)
+                except Exception as exc:  # noqa: BLE001 - reported to its caller
+                    entry.error = exc
 
     def _hand_over_lead(self) -> None:
         self._write_leader = self._write_queue[0] if self._write_queue else None
@@ -274,8 +286,7 @@ class SqliteStore:
         self._read_queue.append(entry)
         try:
             while not entry.finished and not (self._readers and not entry.taken):
-                await entry.wake.wait()
-                entry.wake = trio.Event()
+                await entry.sleep()
         except BaseException:
             if not entry.taken:
                 self._read_queue.remove(entry)
@@ -283,8 +294,7 @@ class SqliteStore:
                 raise
             with trio.CancelScope(shield=True):
                 while not entry.finished:
-                    await entry.wake.wait()
-                    entry.wake = trio.Event()
+                    await entry.sleep()
         if not entry.finished:
             with trio.CancelScope(shield=True):
                 await self._lead_reads(entry)
@@ -304,19 +314,11 @@ class SqliteStore:
             self.read_calls += 1
             with contextlib.suppress(Exception):  # a failed BEGIN/COMMIT: every entry keeps its error
                 await trio.to_thread.run_sync(_run_read_batch, conn, batch, limiter=self._limiter)
-            for entry in batch:
-                if entry.slow:  # awaited something else: its own transaction, a statement per call
-                    entry.error = None
-                    try:
-                        async with self._transaction(conn, "BEGIN") as tx:
-                            entry.result = await entry.body(tx)
-                    except Exception as exc:  # noqa: BLE001 - reported to its caller
-                        entry.error = exc
+            await self._run_slow(conn, batch, "BEGIN")
         finally:
             self._readers.append(conn)
             for entry in batch:
-                entry.finished = True
-                entry.wake.set()
+                entry.finish()
             self._wake_next_reader()
 
     def _wake_next_reader(self) -> None:
