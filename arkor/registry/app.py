@@ -257,11 +257,7 @@ def _control(service: RegistryService) -> Any:
     """The QuartTrio app of the registry role: liveness and readiness (unsigned)."""
     from quart import jsonify
 
-    app = control_app("arkor.registry")
-
-    @app.get("/healthz")
-    async def healthz() -> Any:
-        return jsonify({"status": "ok", "role": "registry"})
+    app = control_app("arkor.registry", health={"role": "registry"})
 
     @app.get("/readyz")
     async def readyz() -> Any:
