@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from arkor.errors import (
@@ -25,7 +26,7 @@ from arkor.model import (
 )
 from arkor.names import check_bucket, check_object_key
 from arkor.registry.kv import KV
-from arkor.registry.store import MetaStore, Tx
+from arkor.registry.store import Dialect, MetaStore, Tx
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +68,22 @@ def parse_manifest(text: str) -> list[Fragment]:
     return [Fragment(fid=f[0], size=int(f[1]), crc32c=int(f[2])) for f in json.loads(text)]
 
 
+@dataclass(eq=False)  # a service: compared and hashed by identity
 class RegistryBase:
-    """State and helpers shared by the operation groups that make up `RegistryService`."""
+    """State and helpers shared by the operation groups that make up `RegistryService`: the stores
+    and the cluster's limits, as `RegistryService(store, kv, replicas=..., ...)` was given them."""
 
-    def __init__(
-        self,
-        store: MetaStore,
-        kv: KV,
-        *,
-        replicas: int = 3,
-        heartbeat_timeout: float = 10.0,
-        min_free_bytes: int = 64 * 1024 * 1024,
-        max_metadata_bytes: int = 8 * 1024,
-    ) -> None:
-        self.store = store
-        self.kv = kv
-        self.replicas = replicas
-        self.heartbeat_timeout = heartbeat_timeout
-        self.min_free_bytes = min_free_bytes
-        self.max_metadata_bytes = max_metadata_bytes
-        self._dialect = store.dialect
+    store: MetaStore
+    kv: KV
+    _: KW_ONLY
+    replicas: int = 3
+    heartbeat_timeout: float = 10.0
+    min_free_bytes: int = 64 * 1024 * 1024
+    max_metadata_bytes: int = 8 * 1024
+
+    @property
+    def _dialect(self) -> Dialect:
+        return self.store.dialect
 
     # ------------------------------------------------------------------ helpers
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -45,25 +45,18 @@ class _Replica:
     opened: int = 0  # times opened (metrics, tests)
 
 
+@dataclass(kw_only=True, eq=False)  # shared by a process: compared and hashed by identity
 class HealthTracker:
-    def __init__(
-        self,
-        *,
-        slow_lag: float = 0.1,
-        clock: Callable[[], float] = trio.current_time,
-        base_backoff: float = BASE_BACKOFF,
-        max_backoff: float = MAX_BACKOFF,
-    ) -> None:
-        self.slow_lag = slow_lag
-        self._clock = clock
-        self._base = base_backoff
-        self._max = max_backoff
-        self._replicas: dict[str, _Replica] = {}
+    slow_lag: float = 0.1
+    clock: Callable[[], float] = trio.current_time
+    base_backoff: float = BASE_BACKOFF
+    max_backoff: float = MAX_BACKOFF
+    _replicas: dict[str, _Replica] = field(default_factory=dict, init=False, repr=False)
 
     def _get(self, url: str) -> _Replica:
         state = self._replicas.get(url)
         if state is None:
-            state = self._replicas[url] = _Replica(backoff=self._base)
+            state = self._replicas[url] = _Replica(backoff=self.base_backoff)
         return state
 
     # --- outcomes -------------------------------------------------------------------------------
@@ -75,7 +68,7 @@ class HealthTracker:
                 EWMA_WEIGHT * latency + (1 - EWMA_WEIGHT) * state.latency)
         if state.open_until and (state.lag is None or state.lag < self.slow_lag):
             state.open_until = 0.0  # a probe (or a last-resort read) went through
-            state.backoff = self._base
+            state.backoff = self.base_backoff
             TRANSFER_CIRCUIT_OPEN.labels(url).set(0)
 
     def failure(self, url: str) -> None:
@@ -94,10 +87,10 @@ class HealthTracker:
             self._open(url, state)
 
     def _open(self, url: str, state: _Replica) -> None:
-        now = self._clock()
+        now = self.clock()
         TRANSFER_CIRCUIT_OPEN.labels(url).set(1)
         if state.open_until:  # already open or probing: a failed probe backs off further
-            state.backoff = min(self._max, state.backoff * 2)
+            state.backoff = min(self.max_backoff, state.backoff * 2)
         state.open_until = now + state.backoff
         state.opened += 1
 
@@ -105,7 +98,7 @@ class HealthTracker:
     def is_open(self, url: str) -> bool:
         """Open and not yet due for a probe."""
         state = self._replicas.get(url)
-        return state is not None and self._clock() < state.open_until
+        return state is not None and self.clock() < state.open_until
 
     def is_closed(self, url: str) -> bool:
         state = self._replicas.get(url)
@@ -127,7 +120,7 @@ class HealthTracker:
     def claim_probe(self, group: GroupInfo) -> None:
         """This write probes `group`: re-arm its members' backoff so no other write follows it
         until the probe has answered (`success` closes the circuits)."""
-        now = self._clock()
+        now = self.clock()
         for server in group.servers:
             state = self._replicas.get(server.url)
             if state is not None and state.open_until:
@@ -139,7 +132,7 @@ class HealthTracker:
         first: list[ServerInfo] = []
         later: list[ServerInfo] = []
         last: list[ServerInfo] = []
-        now = self._clock()
+        now = self.clock()
         for server in servers:
             state = self._replicas.get(server.url)
             if state is not None and state.open_until:
@@ -156,7 +149,7 @@ class HealthTracker:
 
     def snapshot(self) -> dict[str, dict[str, float | int | None]]:
         """For logs and /metrics-style inspection."""
-        now = self._clock()
+        now = self.clock()
         return {
             url: {"failures": s.failures, "lag": s.lag, "latency": s.latency,
                   "open_for": max(0.0, s.open_until - now) if s.open_until else 0.0,
