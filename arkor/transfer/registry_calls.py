@@ -3,8 +3,8 @@
 A write's preconditions, an object commit, a multipart completion, a listing and a lock query are
 built once by the caller and passed unchanged through the object service, the HTTP client, the
 registry's HTTP app and the in-process service. Each value owns its wire form (`to_json` /
-`from_json` for a JSON body, `params` / `from_params` for a query string), so the encoding of a
-call lives in one place; the forms are those of docs/specs/Internal.md. Path parts (bucket, key,
+`from_json` for a JSON body, `params` / `options_from_params` for a query string), so the encoding
+of a call lives in one place; the forms are those of docs/specs/Internal.md. Path parts (bucket, key,
 upload id) are not in the body: the HTTP layer puts them in the URL and hands them back to
 `from_json`.
 """
@@ -19,10 +19,6 @@ from arkor.model import ObjectRecord
 
 DEFAULT_LIST_LIMIT = 1000
 DEFAULT_LOCK_LIMIT = 100
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,8 @@ class Preconditions:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Preconditions:
-        return cls(_optional_str(raw.get("if_match")), bool(raw.get("if_none_match")))
+        if_match = raw.get("if_match")
+        return cls(None if if_match is None else str(if_match), bool(raw.get("if_none_match")))
 
 
 @dataclass(frozen=True)
