@@ -421,12 +421,20 @@ def _validate(config: Config) -> None:
         access_keys[user.accessKey] = secret_keys[user.secretKey] = i
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
 def check_role(config: Config, role: str) -> None:
     """Start-up checks that depend on the role: a role run as its own process signs and verifies
     requests between processes, so it needs the shared secret (allinone makes up a random one)."""
     if role in ("registry", "data", "object") and not config.cluster.secret:
         raise ConfigError(f"cluster.secret: required to run `arkor {role}` as a separate process "
                           "(shared by every role; only `arkor allinone` can do without one)")
+    if role == "data" and config.data.host in WILDCARD_HOSTS and not config.data.advertiseUrl:
+        # The registry hands this URL to object servers and peers: "0.0.0.0" would reach no one.
+        raise ConfigError(f"data.advertiseUrl: required when data.host is {config.data.host!r} (say how "
+                          "the registry, object servers and peers reach this server, e.g. "
+                          "http://10.0.0.5:8127)")
 
 
 def load_config(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from arkor.config import ConfigError, load_config, parse_duration, parse_size
+from arkor.config import ConfigError, check_role, load_config, parse_duration, parse_size
 from arkor.fileid import FileID, InvalidFileID
 from arkor.names import InvalidBucketName, InvalidObjectName, check_bucket, check_object_key
 from tests.procs import run_cli
@@ -61,6 +61,15 @@ def test_s3_listens_where_the_object_server_does_unless_told(tmp_path: Path) -> 
     assert load_config(public).s3_host == "0.0.0.0"
     public.write_text("object:\n  host: 0.0.0.0\ns3:\n  host: 10.1.2.3\n")
     assert load_config(public).s3_host == "10.1.2.3"
+
+
+def test_a_data_server_on_every_address_must_say_how_it_is_reached() -> None:
+    config = load_config(None, ["cluster.secret=0123456789abcdef", "data.host=0.0.0.0"])
+    with pytest.raises(ConfigError, match="data.advertiseUrl"):
+        check_role(config, "data")
+    check_role(load_config(None, ["cluster.secret=0123456789abcdef", "data.host=0.0.0.0",
+                                  "data.advertiseUrl=http://10.0.0.5:8127"]), "data")
+    check_role(load_config(None, ["cluster.secret=0123456789abcdef", "data.host=10.0.0.5"]), "data")
 
 
 @pytest.mark.parametrize(
