@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,11 +103,12 @@ def same_file(a: Path, b: Path) -> bool:
 def large(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: str,
           env: dict[str, str]) -> dict[str, dict[str, float]]:
     src = work / "big.bin"
-    with src.open("wb") as out:
-        left = args.big
-        while left:
-            out.write(os.urandom(min(left, 1 << 24)))
-            left -= min(left, 1 << 24)
+    if not src.exists():
+        with src.open("wb") as out:
+            left = args.big
+            while left:
+                out.write(os.urandom(min(left, 1 << 24)))
+                left -= min(left, 1 << 24)
     aws = [str(BIN / "aws"), "--endpoint-url", s3_url, "s3", "cp", "--only-show-errors"]
     curl = ["curl", "-sS", "--fail", "-o", "/dev/null"]
     out: dict[str, dict[str, float]] = {}
@@ -121,7 +123,6 @@ def large(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
                                                   f"{v1_url}/v1/{BUCKET}/big-v1"]))
     if not same_file(src, down):
         raise AssertionError("the object read back through v1 differs from the file sent")
-    src.unlink()
     down.unlink()
     return out
 
@@ -146,40 +147,57 @@ async def v1_small(url: str, paths: list[str], files: list[Path], concurrency: i
 
 
 def small(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: str,
-          env: dict[str, str]) -> dict[str, dict[str, float]]:
+          env: dict[str, str], run_no: int) -> dict[str, dict[str, float]]:
     src = work / "small"
-    src.mkdir()
-    files = []
-    for i in range(args.small):
-        path = src / f"f{i:05d}"
-        path.write_bytes(os.urandom(4096))
-        files.append(path)
+    if not src.exists():
+        src.mkdir()
+        for i in range(args.small):
+            (src / f"f{i:05d}").write_bytes(os.urandom(4096))
+    files = sorted(src.iterdir())
     rclone = ["rclone", "--transfers", str(args.transfers), "--s3-no-check-bucket", "--retries", "1"]
     if args.no_head:
         rclone.append("--s3-no-head")
-    out: dict[str, dict[str, float]] = {}
-    out["small PUT s3"] = timed(pid, lambda: run([*rclone, "copy", str(src), f"arkor:{BUCKET}/small"], env))
-    down = work / "small.down"
-    out["small GET s3"] = timed(pid, lambda: run([*rclone, "copy", f"arkor:{BUCKET}/small", str(down)], env))
-    mismatched = [f.name for f in files if (down / f.name).read_bytes() != f.read_bytes()]
-    if mismatched:
-        raise AssertionError(f"{len(mismatched)} small objects differ after the S3 round trip")
-    paths = [f"/v1/{BUCKET}/small-v1/{f.name}" for f in files]
-    for method in ("PUT", "GET"):
-        out[f"small {method} v1"] = timed(pid, lambda m=method: trio.run(  # type: ignore[misc]
-            v1_small, v1_url, paths, files, args.transfers, m))
-    return out
+    prefix = f"run{run_no}"
+
+    def s3() -> dict[str, dict[str, float]]:
+        out = {"small PUT s3": timed(pid, lambda: run(
+            [*rclone, "copy", str(src), f"arkor:{BUCKET}/{prefix}-s3"], env))}
+        down = work / f"{prefix}.down"
+        out["small GET s3"] = timed(pid, lambda: run(
+            [*rclone, "copy", f"arkor:{BUCKET}/{prefix}-s3", str(down)], env))
+        mismatched = [f.name for f in files if (down / f.name).read_bytes() != f.read_bytes()]
+        if mismatched:
+            raise AssertionError(f"{len(mismatched)} small objects differ after the S3 round trip")
+        shutil.rmtree(down)
+        return out
+
+    def v1() -> dict[str, dict[str, float]]:
+        paths = [f"/v1/{BUCKET}/{prefix}-v1/{f.name}" for f in files]
+        return {f"small {method} v1": timed(pid, lambda m=method: trio.run(  # type: ignore[misc]
+            v1_small, v1_url, paths, files, args.transfers, m)) for method in ("PUT", "GET")}
+
+    # Alternate which API goes first, so background work (scrub, flushes) falls on both alike.
+    first, second = (s3, v1) if run_no % 2 else (v1, s3)
+    return {**first(), **second()}
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, dict[str, float]]]) -> None:
+    """Medians over the runs; the S3/v1 ratios are of medians, each run's own ratios beside them."""
     print(f"machine: {machine()}")
     print(f"large: {args.big / MB:,.0f} MB, aws-cli {BIN / 'aws'} vs curl; small: {args.small} x 4 KiB, "
           f"rclone (--transfers {args.transfers}{' --s3-no-head' if args.no_head else ''}) vs httpx at the "
-          "same concurrency")
+          f"same concurrency; {len(runs)} runs, APIs alternating which goes first; medians")
     print()
     print("| measure | API | wall s | rate | server CPU s |")
     print("|---|---|---|---|---|")
-    for name, fig in results.items():
+    names = [name for name in runs[0]]
+    med = {name: {k: median([r[name][k] for r in runs if name in r]) for k in ("wall", "cpu")}
+           for name in names}
+    for name, fig in med.items():
         kind, method, api = name.split()
         if kind == "large":
             rate = f"{args.big / fig['wall'] / MB:,.0f} MB/s"
@@ -187,14 +205,17 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             rate = f"{args.small / fig['wall']:,.0f} obj/s"
         print(f"| {kind} {method} | {api} | {fig['wall']:,.2f} | {rate} | {fig['cpu']:,.2f} |")
     print()
-    print("| measure | S3/v1 wall | S3/v1 server CPU | goal (S3 cost / v1) |")
-    print("|---|---|---|---|")
+    print("| measure | S3/v1 wall | S3/v1 server CPU | CPU ratio per run | goal (S3 cost / v1) |")
+    print("|---|---|---|---|---|")
     for kind, goal in (("large", 1.10), ("small", 1.25)):
         for method in ("PUT", "GET"):
-            s3, v1 = results.get(f"{kind} {method} s3"), results.get(f"{kind} {method} v1")
+            s3, v1 = med.get(f"{kind} {method} s3"), med.get(f"{kind} {method} v1")
             if s3 and v1:
                 cpu = f"{s3['cpu'] / v1['cpu']:.2f}" if v1["cpu"] > 0 else "n/a"
-                print(f"| {kind} {method} | {s3['wall'] / v1['wall']:.2f} | {cpu} | <= {goal} |")
+                pairs = [(r[f"{kind} {method} s3"], r[f"{kind} {method} v1"])
+                         for r in runs if f"{kind} {method} v1" in r]
+                each = ", ".join(f"{a['cpu'] / b['cpu']:.2f}" for a, b in pairs if b["cpu"] > 0)
+                print(f"| {kind} {method} | {s3['wall'] / v1['wall']:.2f} | {cpu} | {each} | <= {goal} |")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -208,12 +229,15 @@ def main(args: argparse.Namespace) -> None:
                      config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=BUCKET)
         env = client_env(work, s3_url)
         pid = proc.pid or 0
-        results = large(args, work, pid, s3_url, proc.url, env)
-        results.update(small(args, work, pid, s3_url, proc.url, env))
+        runs: list[dict[str, dict[str, float]]] = []
+        for run_no in range(args.runs):
+            results = large(args, work, pid, s3_url, proc.url, env) if run_no < args.big_runs else {}
+            results.update(small(args, work, pid, s3_url, proc.url, env, run_no))
+            runs.append(results)
     finally:
         proc.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(args, results)
+    report(args, runs)
 
 
 def cli() -> None:
@@ -223,6 +247,9 @@ def cli() -> None:
     parser.add_argument("--transfers", type=int, default=4, help="rclone --transfers (v1: as many tasks)")
     parser.add_argument("--no-head", action="store_true",
                         help="rclone --s3-no-head: no HEAD after each PUT (one request per object, as v1)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the small phase (medians reported)")
+    parser.add_argument("--big-runs", type=int, default=2,
+                        help="how many of the runs also do the large phase")
     parser.add_argument("--dir", default=None, help="where to put the temp data (default: system temp)")
     main(parser.parse_args())
 
