@@ -121,6 +121,9 @@ class Response:
     body: bytes | AsyncIterable[bytes] | AbstractAsyncContextManager[AsyncIterable[bytes]] = b""
     # Called (shielded, after the response ends or fails) to release what `body` holds.
     on_close: Callable[[], Awaitable[None]] | None = None
+    # The answer when entering a context-manager `body` fails, in the handler's own error shape
+    # (Git LFS, S3); None: whatever the router that sends it uses.
+    open_error: Callable[[ArkorError], Response] | None = None
 
     @classmethod
     def json(
@@ -153,7 +156,9 @@ async def send_response(
 ) -> None:
     """Send status, headers and body; a streamed body is sent chunk by chunk (back-pressured by
     hypercorn's flow control). A context-manager body is entered first: an ArkorError while
-    entering it is answered with `open_error(exc)` (default: the JSON error) instead."""
+    entering it is answered with the response's own `open_error`, else the `open_error` given,
+    else the JSON error."""
+    open_error = response.open_error or open_error
     if isinstance(response.body, AbstractAsyncContextManager):
         async with AsyncExitStack() as stack:
             try:

@@ -21,6 +21,9 @@ from arkor.fileid import FileID
 from arkor.model import GroupInfo, ObjectRecord
 from arkor.transfer.data_client import HttpReplica
 from arkor.transfer.registry_client import HttpRegistry
+from tests.lfs.test_http_api import HEADERS as LFS_HEADERS
+from tests.lfs.test_http_api import LFS as LFS_MEDIA_TYPE
+from tests.lfs.test_http_api import _upload as lfs_upload
 from tests.object.cluster import CLUSTER_SECRET, Cluster, start_cluster
 from tests.procs import ArkorProcess, free_port, run_cli
 
@@ -327,3 +330,29 @@ async def test_every_role_serves_health_and_metrics(one_group: Cluster) -> None:
                        if line and not line.startswith("#")}
             missing = [name for name in names if name not in present]
             assert not missing, (url, missing)
+
+
+def test_a_read_no_replica_can_serve_is_a_503_in_each_api_s_own_shape(one_group: Cluster) -> None:
+    """Every replica of the group down: v1 answers its JSON error, Git LFS its own (message and
+    request_id, LFS media type), both before any byte of the object (never a 200 cut short)."""
+    data = os.urandom(300_000)
+    base = f"{one_group.url}/team/down.git/info/lfs"
+    with httpx.Client(timeout=60) as client:
+        obj = lfs_upload(client, base, data)
+        assert client.put(one_group.url + "/v1/down/obj", content=data).status_code == 201
+        stopped = list(one_group.data)
+        for proc in stopped:
+            proc.kill()
+        try:
+            v1 = client.get(one_group.url + "/v1/down/obj")
+            assert v1.status_code == 503, v1.text
+            assert v1.json()["error"]["code"] == "service_unavailable"
+            lfs = client.get(f"{base}/objects/{obj['oid']}", headers=LFS_HEADERS)
+            assert lfs.status_code == 503, lfs.text
+            assert lfs.headers["content-type"].startswith(LFS_MEDIA_TYPE)
+            assert lfs.json()["message"] and lfs.json()["request_id"]
+        finally:
+            for proc in stopped:
+                proc.start(wait=60)
+        got = client.get(f"{base}/objects/{obj['oid']}", headers=LFS_HEADERS)
+        assert got.status_code == 200 and got.content == data

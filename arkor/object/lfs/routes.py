@@ -252,7 +252,9 @@ class LfsRoutes:
         headers.append(("content-length", str(end - start + 1 if record.size else 0)))
         if request.method == "HEAD" or record.size == 0:
             return Response(status=status, headers=headers, body=b"")
-        return Response(status=status, headers=headers, body=self.service.open_read(record, start, end))
+        request_id = uuid.uuid4().hex[:16]
+        return Response(status=status, headers=headers, body=self.service.open_read(record, start, end),
+                        open_error=lambda exc: self._error(exc, request_id))  # LFS-shaped 503
 
     async def verify(self, request: Request) -> Response:
         repo = self._repo(request)
