@@ -255,14 +255,16 @@ class Downloader:
                     pos += len(data)
 
                 headers = {"Range": f"bytes={start}-{start + length - 1}", "If-Match": f'"{info.etag}"'}
-                async with self.transport.stream("GET", path, headers=headers, ok=(206,)) as response:
-                    try:
-                        async for chunk in response.aiter_bytes():
-                            buf += chunk
-                            if len(buf) >= WRITE_BATCH:
-                                await flush()
-                    except httpx.TransportError as exc:
-                        raise ConnectionFailed(f"GET {path} range {start}: {exc}") from exc
+                response = await self.transport.open_stream("GET", path, headers=headers, ok=(206,))
+                try:
+                    async for chunk in response.aiter_bytes():
+                        buf += chunk
+                        if len(buf) >= WRITE_BATCH:
+                            await flush()
+                except httpx.TransportError as exc:
+                    raise ConnectionFailed(f"GET {path} range {start}: {exc}") from exc
+                finally:
+                    await self.transport.close_stream(response)
                 if buf:
                     await flush()
                 if pos != start + length:

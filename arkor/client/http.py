@@ -1,16 +1,17 @@
 """One pooled httpx connection set to an object server, with retries, timeouts and typed errors.
 
-Every request goes through `Transport.request` (whole response) or `Transport.stream` (body read
-by the caller). Connection failures and 5xx answers are retried with backoff and jitter
-(`arkor.transfer.retry`); 4xx answers become the server's typed error at once. Each request has its
-own timeouts (connect, and per read/write of the body), so a stalled server cannot hang a caller.
+Every request goes through `Transport.request` (whole response) or `Transport.open_stream` (body
+read by the caller, released with `close_stream`). Connection failures and 5xx answers are retried
+with backoff and jitter (`arkor.transfer.retry`); 4xx answers become the server's typed error at
+once. Each request has its own timeouts (connect, and per read/write of the body), so a stalled
+server cannot hang a caller.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -186,23 +187,6 @@ class Transport:
 
     async def close_stream(self, response: httpx.Response) -> None:
         await _close(response)
-
-    @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        ok: tuple[int, ...] = (200,),
-        retries: bool = True,
-    ) -> AsyncIterator[httpx.Response]:
-        """`open_stream` as a context manager."""
-        response = await self.open_stream(method, url, headers=headers, ok=ok, retries=retries)
-        try:
-            yield response
-        finally:
-            await _close(response)
 
 
 async def _close(response: httpx.Response) -> None:
