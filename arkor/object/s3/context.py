@@ -92,6 +92,11 @@ class S3Call:
             raise S3Error("MaxMessageLengthExceeded", f"the request body exceeds {limit} bytes", 400)
         return await self.request.read_body(max_size=limit, chunk_timeout=ctx.body_timeout)
 
+    def stored_metadata(self, ctx: S3Context) -> dict[str, str]:
+        """What a write keeps from this request: its x-amz-meta-* and the stored content headers
+        (PutObject, CreateMultipartUpload, CopyObject with REPLACE)."""
+        return {**user_metadata(self.headers, ctx.max_meta), **stored_headers(self.headers)}
+
 
 def xml_reply(root: str, children: Any, *, status: int = 200,
               headers: list[tuple[str, str]] | None = None) -> Response:

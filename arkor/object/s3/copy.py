@@ -13,16 +13,7 @@ from arkor.model import PARTS_META, ObjectRecord
 from arkor.names import check_bucket, check_object_key
 from arkor.object.http import NotModified, check_read_conditions
 from arkor.object.s3.buckets import check_canned_acl
-from arkor.object.s3.context import (
-    CHECKSUM_META,
-    S3Call,
-    S3Context,
-    iso_time,
-    quoted,
-    stored_headers,
-    user_metadata,
-    xml_reply,
-)
+from arkor.object.s3.context import CHECKSUM_META, S3Call, S3Context, iso_time, quoted, xml_reply
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.multipart import part_number
 from arkor.object.s3.objects import write_conditions
@@ -75,7 +66,7 @@ async def copy_object(ctx: S3Context, call: S3Call) -> Response:
     # The bytes are the same: checksums verified at upload stay true. A copy is one part.
     kept = {k: v for k, v in source.metadata.items() if k.startswith(CHECKSUM_META)}
     if directive == "REPLACE":
-        metadata = {**user_metadata(call.headers, ctx.max_meta), **stored_headers(call.headers), **kept}
+        metadata = {**call.stored_metadata(ctx), **kept}
         content_type = call.headers.get("content-type", "binary/octet-stream")
     else:
         if (source.bucket, source.key) == (call.bucket, call.key):

@@ -11,16 +11,7 @@ from typing import Any
 
 from arkor.model import MultipartUpload
 from arkor.object.s3.buckets import check_canned_acl
-from arkor.object.s3.context import (
-    OWNER_ID,
-    S3Call,
-    S3Context,
-    iso_time,
-    quoted,
-    stored_headers,
-    user_metadata,
-    xml_reply,
-)
+from arkor.object.s3.context import OWNER_ID, S3Call, S3Context, iso_time, quoted, xml_reply
 from arkor.object.s3.errors import S3Error
 from arkor.object.s3.objects import UploadBody, write_conditions
 from arkor.object.s3.xmlutil import parse_xml
@@ -49,8 +40,7 @@ async def upload_for(ctx: S3Context, call: S3Call) -> MultipartUpload:
 async def create(ctx: S3Context, call: S3Call) -> Response:
     call.allow("write")
     check_canned_acl(call)
-    metadata = user_metadata(call.headers, ctx.max_meta)
-    metadata.update(stored_headers(call.headers))
+    metadata = call.stored_metadata(ctx)
     await ctx.registry.list_objects(call.bucket, limit=1)  # NoSuchBucket when absent
     upload = await ctx.registry.create_multipart(
         call.bucket, call.key, call.headers.get("content-type", "binary/octet-stream"), metadata
