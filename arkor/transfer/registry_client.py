@@ -19,23 +19,9 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from arkor.errors import (
-    ServiceUnavailable,
-    from_response,
-)
+from arkor import model
+from arkor.errors import ServiceUnavailable, from_response
 from arkor.httpclient import LeanClient
-from arkor.model import (
-    BucketInfo,
-    Fragment,
-    GroupInfo,
-    KeyRange,
-    LfsLock,
-    ListPage,
-    MultipartUpload,
-    ObjectRecord,
-    PartInfo,
-    ServerInfo,
-)
 from arkor.security import ClusterAuth
 from arkor.transfer.registry_calls import (
     ListOptions,
@@ -119,46 +105,46 @@ class HttpRegistry:
         self._down_reason = reason
 
     # --- membership -------------------------------------------------------------------------
-    async def heartbeat(self, server: ServerInfo) -> None:
+    async def heartbeat(self, server: model.ServerInfo) -> None:
         await self._call("POST", f"{PREFIX}/heartbeat", body=server.to_json())
 
-    async def groups(self) -> list[GroupInfo]:
+    async def groups(self) -> list[model.GroupInfo]:
         data = await self._call("GET", f"{PREFIX}/groups")
-        return [GroupInfo.from_json(g) for g in data["groups"]]
+        return [model.GroupInfo.from_json(g) for g in data["groups"]]
 
-    async def remove_server(self, server_id: str, *, force: bool = False) -> ServerInfo:
+    async def remove_server(self, server_id: str, *, force: bool = False) -> model.ServerInfo:
         """Forget a data server that is gone for good (`arkor admin remove-server`)."""
         params = {"force": "1"} if force else None
         path = f"{PREFIX}/servers/{quote(server_id, safe='')}"
-        return ServerInfo.from_json(await self._call("DELETE", path, params=params))
+        return model.ServerInfo.from_json(await self._call("DELETE", path, params=params))
 
     async def reclaim_backlog(self) -> int:
         """Fragments waiting in the durable deletion queue (what the reaper still has to do)."""
         return int((await self._call("GET", f"{PREFIX}/reclaim"))["backlog"])
 
     # --- file IDs ---------------------------------------------------------------------------
-    async def lease_keys(self, count: int) -> KeyRange:
-        return KeyRange.from_json(await self._call("POST", f"{PREFIX}/leases", body={"count": count}))
+    async def lease_keys(self, count: int) -> model.KeyRange:
+        return model.KeyRange.from_json(await self._call("POST", f"{PREFIX}/leases", body={"count": count}))
 
     # --- objects ----------------------------------------------------------------------------
-    async def commit_object(self, commit: ObjectCommit) -> ObjectRecord:
+    async def commit_object(self, commit: ObjectCommit) -> model.ObjectRecord:
         path = object_path(commit.record.bucket, commit.record.key)
-        return ObjectRecord.from_json(await self._call("PUT", path, body=commit.to_json()))
+        return model.ObjectRecord.from_json(await self._call("PUT", path, body=commit.to_json()))
 
-    async def get_object(self, bucket: str, key: str) -> ObjectRecord:
-        return ObjectRecord.from_json(await self._call("GET", object_path(bucket, key)))
+    async def get_object(self, bucket: str, key: str) -> model.ObjectRecord:
+        return model.ObjectRecord.from_json(await self._call("GET", object_path(bucket, key)))
 
-    async def delete_object(self, bucket: str, key: str) -> ObjectRecord:
-        return ObjectRecord.from_json(await self._call("DELETE", object_path(bucket, key)))
+    async def delete_object(self, bucket: str, key: str) -> model.ObjectRecord:
+        return model.ObjectRecord.from_json(await self._call("DELETE", object_path(bucket, key)))
 
-    async def list_objects(self, bucket: str, **options: Unpack[ListOptions]) -> ListPage:
+    async def list_objects(self, bucket: str, **options: Unpack[ListOptions]) -> model.ListPage:
         params = ListQuery(bucket, **options).params()
         data = await self._call("GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}", params=params)
-        return ListPage.from_json(data)
+        return model.ListPage.from_json(data)
 
-    async def list_buckets(self) -> list[BucketInfo]:
+    async def list_buckets(self) -> list[model.BucketInfo]:
         data = await self._call("GET", f"{PREFIX}/buckets")
-        return [BucketInfo.from_json(b) for b in data["buckets"]]
+        return [model.BucketInfo.from_json(b) for b in data["buckets"]]
 
     async def create_bucket(self, bucket: str) -> bool:
         data = await self._call("PUT", f"{PREFIX}/buckets/{quote(bucket, safe='')}")
@@ -167,7 +153,7 @@ class HttpRegistry:
     async def delete_bucket(self, bucket: str) -> None:
         await self._call("DELETE", f"{PREFIX}/buckets/{quote(bucket, safe='')}")
 
-    async def discard_fragments(self, fragments: list[Fragment]) -> None:
+    async def discard_fragments(self, fragments: list[model.Fragment]) -> None:
         await self._call(
             "POST", f"{PREFIX}/discard", body={"fragments": [f.to_json() for f in fragments]}
         )
@@ -175,48 +161,48 @@ class HttpRegistry:
     # --- multipart uploads --------------------------------------------------------------------
     async def create_multipart(
         self, bucket: str, key: str, content_type: str, metadata: dict[str, str]
-    ) -> MultipartUpload:
+    ) -> model.MultipartUpload:
         body = {"bucket": bucket, "key": key, "content_type": content_type, "metadata": metadata}
-        return MultipartUpload.from_json(await self._call("POST", f"{PREFIX}/uploads", body=body))
+        return model.MultipartUpload.from_json(await self._call("POST", f"{PREFIX}/uploads", body=body))
 
-    async def get_multipart(self, upload_id: str) -> MultipartUpload:
+    async def get_multipart(self, upload_id: str) -> model.MultipartUpload:
         path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}"
-        return MultipartUpload.from_json(await self._call("GET", path))
+        return model.MultipartUpload.from_json(await self._call("GET", path))
 
-    async def put_part(self, upload_id: str, part: PartInfo) -> None:
+    async def put_part(self, upload_id: str, part: model.PartInfo) -> None:
         path = f"{PREFIX}/uploads/{quote(upload_id, safe='')}/parts/{int(part.part_number)}"
         await self._call("PUT", path, body=part.to_json())
 
-    async def list_parts(self, upload_id: str) -> list[PartInfo]:
+    async def list_parts(self, upload_id: str) -> list[model.PartInfo]:
         data = await self._call("GET", f"{PREFIX}/uploads/{quote(upload_id, safe='')}/parts")
-        return [PartInfo.from_json(p) for p in data["parts"]]
+        return [model.PartInfo.from_json(p) for p in data["parts"]]
 
-    async def complete_multipart(self, commit: MultipartCommit) -> ObjectRecord:
+    async def complete_multipart(self, commit: MultipartCommit) -> model.ObjectRecord:
         path = f"{PREFIX}/uploads/{quote(commit.upload_id, safe='')}/complete"
-        return ObjectRecord.from_json(await self._call("POST", path, body=commit.to_json()))
+        return model.ObjectRecord.from_json(await self._call("POST", path, body=commit.to_json()))
 
     async def abort_multipart(self, upload_id: str) -> None:
         await self._call("DELETE", f"{PREFIX}/uploads/{quote(upload_id, safe='')}")
 
-    async def list_multipart(self, bucket: str) -> list[MultipartUpload]:
+    async def list_multipart(self, bucket: str) -> list[model.MultipartUpload]:
         data = await self._call("GET", f"{PREFIX}/buckets/{quote(bucket, safe='')}/uploads")
-        return [MultipartUpload.from_json(u) for u in data["uploads"]]
+        return [model.MultipartUpload.from_json(u) for u in data["uploads"]]
 
     # --- Git LFS locks --------------------------------------------------------------------------
-    async def create_lock(self, repo: str, path: str, owner: str, ref: str | None) -> LfsLock:
+    async def create_lock(self, repo: str, path: str, owner: str, ref: str | None) -> model.LfsLock:
         body = {"repo": repo, "path": path, "owner": owner, "ref": ref}
-        return LfsLock.from_json(await self._call("POST", f"{PREFIX}/locks", body=body))
+        return model.LfsLock.from_json(await self._call("POST", f"{PREFIX}/locks", body=body))
 
     async def list_locks(
         self, repo: str, **options: Unpack[LockOptions]
-    ) -> tuple[list[LfsLock], str | None]:
+    ) -> tuple[list[model.LfsLock], str | None]:
         params = LockQuery(repo, **options).params()
         data = await self._call("GET", f"{PREFIX}/locks", params=params)
-        return [LfsLock.from_json(x) for x in data["locks"]], data.get("next_cursor")
+        return [model.LfsLock.from_json(x) for x in data["locks"]], data.get("next_cursor")
 
     async def delete_lock(
         self, repo: str, lock_id: str, owner: str, *, force: bool = False
-    ) -> LfsLock:
+    ) -> model.LfsLock:
         body = {"repo": repo, "owner": owner, "force": force}
         path = f"{PREFIX}/locks/{quote(lock_id, safe='')}/unlock"
-        return LfsLock.from_json(await self._call("POST", path, body=body))
+        return model.LfsLock.from_json(await self._call("POST", path, body=body))
