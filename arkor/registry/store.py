@@ -41,10 +41,14 @@ class Dialect(ABC):
     for_update: str  # "" | " FOR UPDATE"
 
     table_options: str  # appended to CREATE TABLE
+    # How an upsert names the conflict ({keys}) and a non-key column's new value ({col}).
+    on_conflict: str
+    new_value: str
 
-    @abstractmethod
     def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
         """INSERT that updates the non-key columns of an existing row with the same `keys`."""
+        sets = ", ".join(f"{c} = {self.new_value.format(col=c)}" for c in cols if c not in keys)
+        return f"{_insert(table, cols)} {self.on_conflict.format(keys=', '.join(keys))} {sets}"
 
     @abstractmethod
     async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
@@ -57,10 +61,6 @@ def _insert(table: str, cols: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class SqliteDialect(Dialect):
-    def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
-        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
-        return f"{_insert(table, cols)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
-
     async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
         rows = await tx.query(
             "UPDATE sequences SET next = next + ? WHERE name = ? RETURNING next", (count, name)
@@ -70,10 +70,6 @@ class SqliteDialect(Dialect):
 
 @dataclass(frozen=True)
 class MysqlDialect(Dialect):
-    def upsert(self, table: str, cols: Sequence[str], keys: Sequence[str]) -> str:
-        sets = ", ".join(f"{c} = VALUES({c})" for c in cols if c not in keys)
-        return f"{_insert(table, cols)} ON DUPLICATE KEY UPDATE {sets}"
-
     async def bump_sequence(self, tx: Tx, name: str, count: int) -> int:
         await tx.execute(
             "UPDATE sequences SET next = LAST_INSERT_ID(next + ?) WHERE name = ?", (count, name)
@@ -82,10 +78,14 @@ class MysqlDialect(Dialect):
         return int(rows[0][0])
 
 
-SQLITE = SqliteDialect(name="sqlite", insert_ignore="INSERT OR IGNORE", for_update="", table_options="")
+SQLITE = SqliteDialect(
+    name="sqlite", insert_ignore="INSERT OR IGNORE", for_update="", table_options="",
+    on_conflict="ON CONFLICT ({keys}) DO UPDATE SET", new_value="excluded.{col}",
+)
 MYSQL = MysqlDialect(
     name="mysql", insert_ignore="INSERT IGNORE", for_update=" FOR UPDATE",
     table_options=" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    on_conflict="ON DUPLICATE KEY UPDATE", new_value="VALUES({col})",
 )
 
 
