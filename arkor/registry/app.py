@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -75,6 +75,11 @@ def _split_object_path(request: Request) -> tuple[str, str]:
         raise BadRequest("bucket and key must be valid UTF-8", code="invalid_object_name") from None
 
 
+def _listed(name: str, items: Iterable[Any]) -> Response:
+    """A list answer, {name: [wire forms]}, as HttpRegistry reads it back."""
+    return Response.json({name: [item.to_json() for item in items]})
+
+
 def _query(request: Request) -> str:
     return request.scope.get("query_string", b"").decode("latin-1")
 
@@ -115,7 +120,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/groups", ["GET"])
     async def groups(request: Request) -> Response:
-        return Response.json({"groups": [g.to_json() for g in await service.groups()]})
+        return _listed("groups", await service.groups())
 
     @route(f"{PREFIX}/servers/(?P<server>[^/]+)", ["DELETE"])
     async def remove_server(request: Request) -> Response:
@@ -147,7 +152,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/buckets", ["GET"])
     async def list_buckets(request: Request) -> Response:
-        return Response.json({"buckets": [b.to_json() for b in await service.list_buckets()]})
+        return _listed("buckets", await service.list_buckets())
 
     @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)", ["GET"])
     async def list_objects(request: Request) -> Response:
@@ -167,8 +172,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/buckets/(?P<bucket>[^/]+)/uploads", ["GET"])
     async def list_uploads(request: Request) -> Response:
-        uploads = await service.list_multipart(request.params["bucket"])
-        return Response.json({"uploads": [u.to_json() for u in uploads]})
+        return _listed("uploads", await service.list_multipart(request.params["bucket"]))
 
     @route(f"{PREFIX}/discard", ["POST"])
     async def discard(request: Request) -> Response:
@@ -212,8 +216,7 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
 
     @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/parts", ["GET"])
     async def list_parts(request: Request) -> Response:
-        parts = await service.list_parts(request.params["upload"])
-        return Response.json({"parts": [p.to_json() for p in parts]})
+        return _listed("parts", await service.list_parts(request.params["upload"]))
 
     @route(f"{PREFIX}/uploads/(?P<upload>[^/]+)/complete", ["POST"])
     async def complete_upload(request: Request) -> Response:
