@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import trio
 
@@ -37,33 +38,27 @@ NeedleLister = Callable[[ServerInfo], AsyncIterator[NeedleInfo]]
 LEADER_KEY = "reaper:leader"
 
 
+@dataclass(eq=False)  # a service: compared and hashed by identity
 class Reaper:
-    def __init__(
-        self,
-        service: RegistryService,
-        kv: KV,
-        replica_factory: ReplicaFactory,
-        *,
-        interval: float,
-        orphan_grace: float,
-        needle_lister: NeedleLister | None = None,
-        batch: int = 256,
-        concurrency: int = 16,
-        op_timeout: float = 30.0,
-        multipart_expiry: float = 0.0,
-    ) -> None:
-        self.service = service
-        self.kv = kv
-        self.replica_factory = replica_factory
-        self.interval = max(0.05, interval)
-        self.orphan_grace = orphan_grace
-        self.needle_lister = needle_lister
-        self.batch = batch
-        self.concurrency = concurrency
-        self.op_timeout = op_timeout
-        self.multipart_expiry = multipart_expiry
-        self._token = uuid.uuid4().hex.encode()
-        self._last_sweep = time.monotonic()
+    """The registry's reaper (see above), configured as `Reaper(service, kv, replicas, interval=...)`;
+    a dataclass because its constructor only stored its arguments."""
+
+    service: RegistryService
+    kv: KV
+    replica_factory: ReplicaFactory
+    _: KW_ONLY
+    interval: float
+    orphan_grace: float
+    needle_lister: NeedleLister | None = None
+    batch: int = 256
+    concurrency: int = 16
+    op_timeout: float = 30.0
+    multipart_expiry: float = 0.0
+    _token: bytes = field(init=False, repr=False, default_factory=lambda: uuid.uuid4().hex.encode())
+    _last_sweep: float = field(init=False, repr=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.interval = max(0.05, self.interval)
 
     async def _lead(self) -> bool:
         ttl = self.interval * 3 + 10
