@@ -50,8 +50,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(format_report(report))
     print(markdown(report))
-    failed = report.lost or report.wrong_data or report.partial_visible or report.resurrected
-    return 1 if failed or report.problems else 0
+    return 1 if not report.data_intact or report.problems else 0
 
 
 if __name__ == "__main__":

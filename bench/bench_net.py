@@ -103,7 +103,7 @@ def main() -> int:
     print(HEADER)
     for f in figures:
         print(row(f))
-    bad = [f for f in figures if f.lost or f.wrong_data or f.partial_visible or f.resurrected or f.problems]
+    bad = [f for f in figures if not f.data_intact or f.problems]
     for f in bad:
         print(f"{f.scenario}: problems: {f.problems}", file=sys.stderr)
     return 1 if bad else 0

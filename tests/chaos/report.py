@@ -1,4 +1,5 @@
-"""The chaos run's figures: the Report a run fills in and its JSON form.
+"""The chaos run's figures: the Report a run fills in and its JSON form; its Verdict (the final
+check of every object) is also the net bed's (tests/net/load.py `Figures`).
 
 What lives here: the counters and verdicts of one run (printed by tests/chaos, written to
 docs/benchmarks.md by bench/bench_chaos.py). What must not: anything that runs the cluster or talks
@@ -12,8 +13,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+@dataclass(kw_only=True)
+class Verdict:
+    """The final check of every object a run wrote, the same for a chaos run and a net bed
+    scenario: how many were verified, each way one was not as acknowledged, and why."""
+
+    objects_verified: int = 0
+    lost: int = 0
+    wrong_data: int = 0
+    partial_visible: int = 0
+    resurrected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def data_intact(self) -> bool:
+        """Nothing acknowledged lost or wrong, nothing partly visible, nothing deleted came back."""
+        return not (self.lost or self.wrong_data or self.partial_visible or self.resurrected)
+
+
 @dataclass
-class Report:
+class Report(Verdict):
     """One run's figures (printed by the test, written to docs/benchmarks.md by the benchmark)."""
 
     backend: str = ""
@@ -30,18 +49,12 @@ class Report:
     corruptions_injected: int = 0
     torn_tails_injected: int = 0
     corrupt_copies_replaced: int = 0
-    objects_verified: int = 0
-    lost: int = 0
-    wrong_data: int = 0
-    partial_visible: int = 0
-    resurrected: int = 0
     replicas_converged: bool = False
     orphans_left: int = 0
     detect_seconds: list[float] = field(default_factory=list)
     repair_bytes: int = 0
     repair_seconds: float = 0.0
     repair_seconds_per_gib: float = 0.0
-    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from arkor.fileid import FileID
+from tests.chaos.report import Verdict
 from tests.net.bed import GROUPS, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, USER, Bed
 
 BUCKET = "netbed"
@@ -45,7 +46,7 @@ class Tracked:
 
 
 @dataclass
-class Figures:
+class Figures(Verdict):
     scenario: str
     fault: str
     fault_seconds: float = 0.0
@@ -73,12 +74,6 @@ class Figures:
     seen_s: float | None = None
     registry_back_s: float | None = None
     converge_s: float | None = None
-    objects_verified: int = 0
-    lost: int = 0
-    wrong_data: int = 0
-    partial_visible: int = 0
-    resurrected: int = 0
-    problems: list[str] = field(default_factory=list)
 
     def rate(self, kind: str, phase: str, which: str = "ok") -> float:
         """Share of `kind` operations started in `phase` that succeeded ("prompt": within SLOW s)."""
@@ -372,8 +367,7 @@ HEAL_SEEN_LIMIT = HEARTBEAT_TIMEOUT + HEARTBEAT_INTERVAL + 1.0
 def assert_correct(f: Figures, *, seen: bool = True) -> None:
     """What every scenario must show whatever the engine does about the fault."""
     assert f.put_ok_during + f.put_ok_after > 0, "no PUT succeeded at all"
-    assert f.lost == 0 and f.wrong_data == 0, f.problems
-    assert f.resurrected == 0 and f.partial_visible == 0, f.problems
+    assert f.data_intact, f.problems
     assert f.converge_s is not None, f.problems
     if seen:
         # Counted from when the registry answers again (its own start-up, after a restart).
