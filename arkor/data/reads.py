@@ -2,7 +2,10 @@
 
 `NeedleStore.open_stream` is the one entrance (GET, range reads, the scrubber and repair all go
 through it): it runs `verify` here in a worker thread before the first byte leaves, so a needle
-failing its checks raises CorruptNeedle while the caller can still answer with an error.
+failing its checks raises CorruptNeedle while the caller can still answer with an error. A small
+needle whose pages are all in the page cache is read on the event loop instead (`verify_cached`,
+RWF_NOWAIT: the kernel never waits for the disk there), since the thread hand-off would cost more
+than the read; the checks are the same.
 Small needles are read and checked in one call and served from that buffer; large ones are checked
 in a first pass and then streamed in bounded chunks.
 
@@ -11,6 +14,8 @@ write logic, or any decision about what a corrupt needle means (the store's corr
 """
 
 from __future__ import annotations
+
+import os
 
 from arkor.checksum import crc32c
 from arkor.data import needle as nd
@@ -21,6 +26,9 @@ from arkor.errors import CorruptNeedle
 
 # Needles up to this size are verified and served from one read; larger ones are streamed.
 WHOLE_READ_MAX = 1024 * 1024
+# Needles up to this size are first tried on the event loop, from the page cache only.
+CACHED_READ_MAX = 64 * 1024
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
 def clamp(size: int, offset: int, length: int | None) -> tuple[int, int]:
@@ -52,11 +60,31 @@ def _check_header(raw: bytes, entry: Entry) -> None:
         raise CorruptNeedle(f"needle {entry.key:x}: header at {entry.offset} is damaged")
 
 
+def verify_cached(fd: int, entry: Entry) -> bytes | None:
+    """`verify` of a small needle without blocking: None (decide nothing) when the needle is large,
+    any of its pages is not cached, or the platform has no RWF_NOWAIT; the caller then runs
+    `verify` in a worker thread, which also owns every verdict on a short or failed read."""
+    if not _NOWAIT or entry.size > CACHED_READ_MAX:
+        return None
+    total = nd.HEADER_SIZE + entry.size + nd.TRAILER_SIZE
+    raw = bytearray(total)
+    try:
+        if os.preadv(fd, [raw], entry.offset, _NOWAIT) != total:
+            return None
+    except OSError:  # EAGAIN: not all cached; EOPNOTSUPP: this file system cannot say
+        return None
+    return _check_whole(bytes(raw), entry)
+
+
 def _read_whole(fd: int, entry: Entry) -> bytes:
     total = nd.HEADER_SIZE + entry.size + nd.TRAILER_SIZE
     raw = pread_exact(fd, total, entry.offset)
     if len(raw) != total:
         raise CorruptNeedle(f"needle {entry.key:x} is truncated")
+    return _check_whole(raw, entry)
+
+
+def _check_whole(raw: bytes, entry: Entry) -> bytes:
     _check_header(raw, entry)
     data = raw[nd.HEADER_SIZE : nd.HEADER_SIZE + entry.size]
     stored = int.from_bytes(raw[-4:], "little")

@@ -378,7 +378,11 @@ class NeedleStore:
         a small needle, None for a large one (checked, to be streamed). A needle failing its
         checks is reported to the corruption hooks and raises CorruptNeedle."""
         try:
-            return await self.run(reads.verify, fd, entry)
+            cached = reads.verify_cached(fd, entry)  # on the loop, from the page cache only
+            if cached is None:
+                return await self.run(reads.verify, fd, entry)
+            await trio.lowlevel.checkpoint()  # a trio read yields, as the thread path does
+            return cached
         except CorruptNeedle:
             self._report_corrupt(fid)
             raise

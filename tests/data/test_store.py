@@ -18,6 +18,7 @@ import trio
 
 from arkor.checksum import crc32c
 from arkor.data import needle as nd
+from arkor.data import reads
 from arkor.data.fileops import FileOps
 from arkor.data.store import NeedleStore, VolumeFailed
 from arkor.errors import CorruptNeedle, NotFound
@@ -284,4 +285,31 @@ async def test_corruption_reaches_the_hook_and_is_never_served(tmp_path: Path) -
     with pytest.raises(CorruptNeedle):
         await store.open_stream(fid, 0, 10)
     assert reported == [fid, fid]
+    await store.aclose()
+
+
+async def test_small_reads_from_the_page_cache_and_from_disk_give_the_same_verdicts(tmp_path: Path) -> None:
+    """A small needle is read on the loop only when all its pages are cached (RWF_NOWAIT); with
+    its pages dropped the worker-thread read serves it. Both paths check header and CRC32C."""
+    store = await open_store(tmp_path)
+    fid = FileID(1, 7, 3)
+    data = payload(7, 20_000)
+    assert await put(store, fid, data)
+    entry = store.lookup(fid)
+    path = tmp_path / "00000001.dat"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert reads.verify_cached(fd, entry) == data  # just written: cached
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages leave the cache
+        if reads.verify_cached(fd, entry) is None:  # the kernel dropped them: the thread path serves
+            assert await store.get(fid) == data
+        assert reads.verify_cached(fd, entry) == data  # read once more: cached again
+        os.pwrite(fd, b"\xff", entry.offset + nd.HEADER_SIZE + 5)  # the payload has no 0xff byte
+        with pytest.raises(CorruptNeedle):
+            reads.verify_cached(fd, entry)
+        with pytest.raises(CorruptNeedle):
+            await store.get(fid)
+    finally:
+        os.close(fd)
     await store.aclose()
