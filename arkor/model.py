@@ -91,8 +91,9 @@ def _decoders(cls: type) -> tuple[tuple[str, _Decode], ...]:
 
 def _decoder(name: str, hint: Any, default: Any) -> _Decode:
     origin = typing.get_origin(hint)
-    if hint is bool:
-        return lambda raw: bool(raw.get(name))
+    if hint is bool:  # absent: the field's default (False when it has none)
+        fallback = False if default is dataclasses.MISSING else default
+        return lambda raw: bool(raw.get(name, fallback))
     if origin is types.UnionType:
         return lambda raw: raw.get(name)
     if origin is list:

@@ -245,7 +245,6 @@ class GuardedTCPServer(TCPServer):
     def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = max_head_bytes
-        self.held_head = b""  # a response head not yet written (`_send_h11_event`)
 
     async def run(self) -> None:
         try:
