@@ -54,7 +54,7 @@ def read_chunk(fd: int, entry: Entry, pos: int, n: int) -> bytes:
     return chunk
 
 
-def _check_header(raw: bytes, entry: Entry) -> None:
+def _check_header(raw: bytes | bytearray, entry: Entry) -> None:
     header = nd.parse_header(raw)
     if header is None or (header.key, header.cookie, header.size) != (entry.key, entry.cookie, entry.size):
         raise CorruptNeedle(f"needle {entry.key:x}: header at {entry.offset} is damaged")
@@ -73,7 +73,7 @@ def verify_cached(fd: int, entry: Entry) -> bytes | None:
             return None
     except OSError:  # EAGAIN: not all cached; EOPNOTSUPP: this file system cannot say
         return None
-    return _check_whole(bytes(raw), entry)
+    return _check_whole(raw, entry)
 
 
 def _read_whole(fd: int, entry: Entry) -> bytes:
@@ -84,9 +84,9 @@ def _read_whole(fd: int, entry: Entry) -> bytes:
     return _check_whole(raw, entry)
 
 
-def _check_whole(raw: bytes, entry: Entry) -> bytes:
+def _check_whole(raw: bytes | bytearray, entry: Entry) -> bytes:
     _check_header(raw, entry)
-    data = raw[nd.HEADER_SIZE : nd.HEADER_SIZE + entry.size]
+    data = bytes(memoryview(raw)[nd.HEADER_SIZE : nd.HEADER_SIZE + entry.size])  # the one copy
     stored = int.from_bytes(raw[-4:], "little")
     actual = crc32c(data)
     if actual != stored or actual != entry.crc32c:
