@@ -219,6 +219,9 @@ class ObjectConfig:
     registryFirstByteTimeout: Duration = Duration(5.0)
     registryIdleTimeout: Duration = Duration(5.0)
     registryTimeout: Duration = Duration(10.0)
+    # Concurrent small needle writes to one data server, and concurrent manifest lookups and
+    # commits to the registry, travel as one request each (arkor/transfer/coalesce.py).
+    coalesce: bool = True
     fragmentRetries: int = 3
     maxObjectSize: Size = Size(5 * 1024**4)
     maxMetadataBytes: Size = Size(8 * 1024)

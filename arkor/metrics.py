@@ -53,6 +53,10 @@ TRANSFER_ABANDONED_WRITES = Counter(
     "arkor_transfer_abandoned_writes_total",
     "Fragment writes moved to another group (replica failed, timed out or lagged)", ["reason"],
 )
+COALESCED_BATCH_ITEMS = Histogram(
+    "arkor_coalesced_batch_items", "Calls carried by one coalesced internal request, by kind",
+    ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 TRANSFER_CLEANUP = Counter(
     "arkor_transfer_cleanup_total", "Background cleanups of abandoned needle copies, by outcome",
     ["outcome"],

@@ -14,12 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
+from arkor import batchwire
 from arkor.config import Config, DataConfig
 from arkor.data.repair import Repairer
 from arkor.data.store import NeedleStore, SizeMismatch
 from arkor.errors import ArkorError, BadRequest, LengthRequired
 from arkor.fileid import FileID
-from arkor.security import SIGNATURE_HEADER, Verifier, configured_secret, digest_of
+from arkor.security import (
+    CONTENT_SHA256_HEADER,
+    SIGNATURE_HEADER,
+    Verifier,
+    check_body,
+    configured_secret,
+    declared_digest,
+    digest_of,
+)
 from arkor.web import semantics
 from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
 from arkor.web.role import control_app, role_app
@@ -27,6 +38,8 @@ from arkor.web.role import control_app, role_app
 CRC_HEADER = "x-arkor-crc32c"
 SIZE_HEADER = "x-arkor-size"
 LIST_LIMIT_MAX = 10_000
+# A needle batch (coalesced small writes): what one request may carry in all.
+BATCH_MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -134,6 +147,31 @@ def build_app(
         body = {"fid": str(fid), "size": size, "crc32c": crc, "created": created}
         return Response.json(body, status=201 if created else 200)
 
+    async def put_batch(request: Request) -> Response:
+        """Many small needles in one request (`batchwire`): each stored as by `put_needle`,
+        concurrently, so one group-committed fsync covers them; one outcome per needle."""
+        state.verifier.check("POST", request.raw_path, _query(request),
+                             request.headers.get(SIGNATURE_HEADER), declared_digest(request.headers))
+        body = await request.read_body(max_size=BATCH_MAX_BYTES, chunk_timeout=float(data.bodyTimeout))
+        check_body(body, request.headers.get(CONTENT_SHA256_HEADER))
+        items = batchwire.decode_needles(body, max_needle=int(data.maxNeedleSize))
+        for fid, _view, _crc in items:
+            if fid.group != data.group:
+                raise BadRequest(f"file ID {fid} belongs to group {fid.group}, this server to {data.group}",
+                                 code="wrong_group")
+        outcomes: list[Any] = [None] * len(items)
+
+        async def put_one(index: int, fid: FileID, view: memoryview, crc: int) -> None:
+            try:
+                outcomes[index] = {"created": await store.put(fid, _single(view), len(view), crc)}
+            except ArkorError as exc:
+                outcomes[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index, (fid, view, crc) in enumerate(items):
+                nursery.start_soon(put_one, index, fid, view, crc)
+        return Response.json({"results": [batchwire.outcome_json(o) for o in outcomes]})
+
     async def get_needle(request: Request) -> Response:
         fid = fid_of(request)
         try:
@@ -164,7 +202,12 @@ def build_app(
     router.add(fid_route, ["PUT"], put_needle)
     router.add(fid_route, ["GET", "HEAD"], get_needle)
     router.add(fid_route, ["DELETE"], delete_needle)
+    router.add("/needle-batch", ["POST"], put_batch)
     return role_app("data", router, _control_app(state)), state
+
+
+async def _single(view: memoryview) -> Any:
+    yield view
 
 
 def _control_app(state: ServerState) -> Any:

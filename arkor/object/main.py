@@ -75,8 +75,11 @@ def http_client(config: Config) -> LeanClient:
     )
 
 
-def http_replica_factory(config: Config, client: LeanClient) -> ReplicaFactory:
-    """Replicas over HTTP, one client object per data-server URL."""
+def http_replica_factory(
+    config: Config, client: LeanClient, nursery: trio.Nursery | None = None
+) -> ReplicaFactory:
+    """Replicas over HTTP, one client object per data-server URL; with a `nursery` (and
+    `object.coalesce`), concurrent small needle writes to one server share a request."""
     from arkor.transfer.data_client import HttpReplica
 
     secret = configured_secret(config.cluster.secret)
@@ -86,7 +89,10 @@ def http_replica_factory(config: Config, client: LeanClient) -> ReplicaFactory:
     def factory(server: ServerInfo) -> Replica:
         replica = cache.get(server.url)
         if replica is None:
-            replica = cache[server.url] = HttpReplica(server.url, secret, client, timeout)
+            replica = cache[server.url] = HttpReplica(
+                server.url, secret, client, timeout,
+                nursery=nursery if config.object.coalesce else None,
+            )
         return replica
 
     return factory
@@ -96,14 +102,15 @@ async def _serve_http(config: Config, bind: str | None, s3_bind: str | None = No
     from arkor.transfer.registry_client import HttpRegistry
 
     secret = configured_secret(config.cluster.secret)
-    async with http_client(config) as client:
+    async with http_client(config) as client, trio.open_nursery() as batches:
         registry = HttpRegistry(
-            config.object.registry, secret, client, Timeouts.from_config(config.object, "registry")
+            config.object.registry, secret, client, Timeouts.from_config(config.object, "registry"),
+            nursery=batches if config.object.coalesce else None,
         )
         await serve_object_server(
             config,
             registry=registry,
-            replica_factory=http_replica_factory(config, client),
+            replica_factory=http_replica_factory(config, client, batches),
             bind=bind,
             s3_bind=s3_bind,
         )

@@ -16,7 +16,8 @@ from typing import Any
 
 import trio
 
-from arkor.errors import BadRequest, ServiceUnavailable
+from arkor import batchwire
+from arkor.errors import ArkorError, BadRequest, ServiceUnavailable
 from arkor.model import Fragment, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
@@ -73,6 +74,21 @@ def _split_object_path(request: Request) -> tuple[str, str]:
         return decoded(bucket_raw), decoded(key_raw)
     except UnicodeDecodeError:
         raise BadRequest("bucket and key must be valid UTF-8", code="invalid_object_name") from None
+
+
+def _batch_items(raw: Any, name: str) -> list[Any]:
+    """The item list of a batch body ``{name: [...]}``, 1 to MAX_BATCH_ITEMS long."""
+    items = raw.get(name) if isinstance(raw, dict) else None
+    if not isinstance(items, list) or not 0 < len(items) <= batchwire.MAX_BATCH_ITEMS:
+        raise BadRequest(f"expected {{{name!r}: [1 to {batchwire.MAX_BATCH_ITEMS} items]}}",
+                         code="invalid_batch")
+    return items
+
+
+def _names(raw: Any) -> tuple[str, str]:
+    if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, str) and x for x in raw)):
+        raise TypeError("an object is [bucket, key]")
+    return raw[0], raw[1]
 
 
 def _listed(name: str, items: Iterable[Any]) -> Response:
@@ -139,6 +155,43 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
         raw = await body_json(request, MAX_MANIFEST_JSON)
         commit = _parse(lambda raw: ObjectCommit.from_json(raw, bucket, key), raw)
         return Response.json((await service.commit_object(commit)).to_json())
+
+    async def each(items: list[Any], call: Callable[[Any], Awaitable[Any]]) -> Response:
+        """Run `call` on every item concurrently (the store groups them: one SQLite transaction
+        or thread hop for many); one outcome each, a failing item fails alone."""
+        outcomes: list[Any] = [None] * len(items)
+
+        async def one(index: int, item: Any) -> None:
+            try:
+                outcomes[index] = (await call(item)).to_json()
+            except ArkorError as exc:
+                outcomes[index] = exc
+            except errors as exc:
+                log.warning("metadata store error in a batch: %r", exc)
+                outcomes[index] = ServiceUnavailable(
+                    f"metadata store unavailable: {type(exc).__name__}", code="metadata_unavailable")
+
+        async with trio.open_nursery() as nursery:
+            for index, item in enumerate(items):
+                nursery.start_soon(one, index, item)
+        return Response.json({"results": [batchwire.outcome_json(o) for o in outcomes]})
+
+    @route(f"{PREFIX}/lookups", ["POST"])
+    async def lookups(request: Request) -> Response:
+        """Many `get_object` in one request (coalesced by the object server)."""
+        names = _parse(lambda raw: [_names(x) for x in _batch_items(raw, "objects")],
+                       await body_json(request))
+        return await each(names, lambda name: service.get_object(*name))
+
+    @route(f"{PREFIX}/commits", ["POST"])
+    async def commits(request: Request) -> Response:
+        """Many `commit_object` in one request (coalesced by the object server)."""
+        def build(raw: Any) -> list[ObjectCommit]:
+            return [ObjectCommit.from_json(c, *_names([c["bucket"], c["key"]]))
+                    for c in _batch_items(raw, "commits")]
+
+        batch = _parse(build, await body_json(request, MAX_MANIFEST_JSON))
+        return await each(batch, service.commit_object)
 
     @route(f"{PREFIX}/objects/.+", ["GET"])
     async def get_object(request: Request) -> Response:

@@ -11,7 +11,8 @@ a CorruptNeedle here too, never data.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from arkor import batchwire
 from arkor.checksum import crc32c as compute_crc32c
 from arkor.errors import ArkorError, CorruptNeedle, ServiceUnavailable, from_response
 from arkor.fileid import FileID
@@ -26,14 +28,26 @@ from arkor.httpclient import LeanClient, LeanResponse
 from arkor.httpclient.pool import LeanStream
 from arkor.model import NeedleInfo
 from arkor.security import ClusterAuth
+from arkor.transfer.coalesce import Coalescer, each_alone
 from arkor.transfer.timeouts import Timeouts
 
+log = logging.getLogger(__name__)
+
 CRC_HEADER = "x-arkor-crc32c"
+# Needles up to this size are coalesced with concurrent writes to the same data server.
+BATCH_NEEDLE_MAX = 64 * 1024
+BATCH_MAX_BYTES = 1024 * 1024
+
+NeedleItem = tuple[FileID, bytes, int]
 
 
 class HttpReplica:
+    """One data server over HTTP. Given a long-lived `nursery`, concurrent writes of small needles
+    are coalesced into `POST /needle-batch` requests (one exchange and one fsync for many)."""
+
     def __init__(
-        self, base_url: str, secret: bytes, client: LeanClient | httpx.AsyncClient, timeout: float | Timeouts
+        self, base_url: str, secret: bytes, client: LeanClient | httpx.AsyncClient, timeout: float | Timeouts,
+        *, nursery: trio.Nursery | None = None,
     ) -> None:
         self.url = base_url.rstrip("/")
         self.secret = secret
@@ -41,6 +55,12 @@ class HttpReplica:
         self.timeouts = Timeouts.of(timeout)
         self._prefix = urlsplit(self.url).path
         self._auth = ClusterAuth(secret)
+        self._writes: Coalescer[NeedleItem, None] | None = None
+        if nursery is not None:
+            self._writes = Coalescer(
+                nursery, self._put_batch, kind="needle_write", max_items=64,
+                max_bytes=BATCH_MAX_BYTES, size_of=lambda item: len(item[1]),
+            )
 
     def __repr__(self) -> str:
         return f"HttpReplica({self.url})"
@@ -68,6 +88,34 @@ class HttpReplica:
         return response
 
     async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
+        if self._writes is not None and len(data) <= BATCH_NEEDLE_MAX:
+            await self._writes.submit((fid, bytes(data), crc32c))
+        else:
+            await self._put_one(fid, data, crc32c)
+
+    async def _put_batch(self, items: list[NeedleItem]) -> Sequence[None | BaseException]:
+        """One request for `items`; a lone item (or a data server without the batch route, an
+        older release during a rolling upgrade) goes as plain PUTs."""
+        if len(items) == 1 or self._writes is None:
+            return await each_alone(items, self._put_item)
+        body = batchwire.encode_needles(items)
+        headers = {"content-type": batchwire.NEEDLE_BATCH_TYPE}
+        try:
+            response = await self._request("POST", f"{self._prefix}/needle-batch", content=body,
+                                           headers=headers, auth=self._auth)
+        except ArkorError as exc:
+            if exc.status not in (404, 405):
+                raise
+            log.warning("%s has no needle-batch route (%s): writing needles one by one", self.url, exc)
+            self._writes = None
+            return await each_alone(items, self._put_item)
+        return [None if isinstance(o, dict) else o
+                for o in batchwire.outcomes_of(response.json(), len(items))]
+
+    async def _put_item(self, item: NeedleItem) -> None:
+        await self._put_one(*item)
+
+    async def _put_one(self, fid: FileID, data: bytes, crc32c: int) -> None:
         path = self._path(fid)
         # Signed over the CRC32C the engine computed (not a hash of the body): the data server
         # checks the body against that same header, so the signature covers the body for free.

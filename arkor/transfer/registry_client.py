@@ -13,16 +13,19 @@ change under concurrent writers and a stale one could serve deleted data. The wi
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 import trio
 
-from arkor import model
-from arkor.errors import ServiceUnavailable, from_response
+from arkor import batchwire, model
+from arkor.errors import ArkorError, ServiceUnavailable, from_response
 from arkor.httpclient import LeanClient
 from arkor.security import ClusterAuth
+from arkor.transfer.coalesce import Coalescer, each_alone
 from arkor.transfer.registry_calls import (
     ListOptions,
     ListQuery,
@@ -33,6 +36,11 @@ from arkor.transfer.registry_calls import (
 )
 from arkor.transfer.timeouts import Timeouts
 
+log = logging.getLogger(__name__)
+
+# A commit of more fragments than this goes alone (its manifest is the request).
+BATCH_COMMIT_FRAGMENTS = 16
+
 PREFIX = "/internal/v1"
 UNREACHABLE_PAUSE = 1.0
 
@@ -41,7 +49,9 @@ def object_path(bucket: str, key: str) -> str:
 
 
 class HttpRegistry:
-    """A registry center reached over HTTP; `client` is shared and owned by the caller."""
+    """A registry center reached over HTTP; `client` is shared and owned by the caller. Given a
+    long-lived `nursery`, concurrent lookups and small commits are coalesced into one request
+    each (`POST /lookups`, `POST /commits`)."""
 
     def __init__(
         self,
@@ -49,6 +59,8 @@ class HttpRegistry:
         secret: bytes,
         client: LeanClient | httpx.AsyncClient,
         timeout: float | Timeouts = Timeouts(2.0, 5.0, 5.0, 10.0),
+        *,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secret = secret
@@ -57,6 +69,13 @@ class HttpRegistry:
         self._auth = ClusterAuth(secret)
         self._down_until = 0.0  # trio time; 0: reachable as far as we know
         self._down_reason = ""
+        self._lookups: Coalescer[tuple[str, str], model.ObjectRecord] | None = None
+        self._commits: Coalescer[ObjectCommit, model.ObjectRecord] | None = None
+        if nursery is not None:
+            self._lookups = Coalescer(nursery, self._lookup_batch, kind="registry_lookup",
+                                      max_items=128)
+            self._commits = Coalescer(nursery, self._commit_batch, kind="registry_commit",
+                                      max_items=64)
 
     async def _call(
         self,
@@ -128,11 +147,46 @@ class HttpRegistry:
 
     # --- objects ----------------------------------------------------------------------------
     async def commit_object(self, commit: ObjectCommit) -> model.ObjectRecord:
+        if self._commits is not None and len(commit.record.fragments) <= BATCH_COMMIT_FRAGMENTS:
+            return await self._commits.submit(commit)
+        return await self._commit_one(commit)
+
+    async def _commit_one(self, commit: ObjectCommit) -> model.ObjectRecord:
         path = object_path(commit.record.bucket, commit.record.key)
         return model.ObjectRecord.from_json(await self._call("PUT", path, body=commit.to_json()))
 
+    async def _commit_batch(self, commits: list[ObjectCommit]) -> Sequence[Any]:
+        body = {"commits": [{"bucket": c.record.bucket, "key": c.record.key, **c.to_json()}
+                            for c in commits]}
+        return await self._batch("commits", body, commits, self._commit_one)
+
     async def get_object(self, bucket: str, key: str) -> model.ObjectRecord:
-        return model.ObjectRecord.from_json(await self._call("GET", object_path(bucket, key)))
+        if self._lookups is not None:
+            return await self._lookups.submit((bucket, key))
+        return await self._get_one((bucket, key))
+
+    async def _get_one(self, name: tuple[str, str]) -> model.ObjectRecord:
+        return model.ObjectRecord.from_json(await self._call("GET", object_path(*name)))
+
+    async def _lookup_batch(self, names: list[tuple[str, str]]) -> Sequence[Any]:
+        body = {"objects": [[bucket, key] for bucket, key in names]}
+        return await self._batch("lookups", body, names, self._get_one)
+
+    async def _batch(self, route: str, body: Any, items: list[Any], alone: Any) -> Sequence[Any]:
+        """One `POST /{route}` for `items`, each outcome a record or its error; a lone item, or
+        a registry without the route (an older release, during a rolling upgrade), alone."""
+        if len(items) == 1 or self._lookups is None:
+            return await each_alone(items, alone)
+        try:
+            answer = await self._call("POST", f"{PREFIX}/{route}", body=body)
+        except ArkorError as exc:
+            if exc.status not in (404, 405) or exc.code not in ("not_found", "method_not_allowed"):
+                raise
+            log.warning("registry %s has no %s route (%s): calls go one by one", self.base_url, route, exc)
+            self._lookups = self._commits = None
+            return await each_alone(items, alone)
+        return [o if isinstance(o, BaseException) else model.ObjectRecord.from_json(o)
+                for o in batchwire.outcomes_of(answer, len(items))]
 
     async def delete_object(self, bucket: str, key: str) -> model.ObjectRecord:
         return model.ObjectRecord.from_json(await self._call("DELETE", object_path(bucket, key)))
