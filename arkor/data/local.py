@@ -28,7 +28,9 @@ class LocalReplica:
     async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
         await self.store.put(fid, _single(bytes(data)), len(data), crc32c)
 
-    async def get_needle(self, fid: FileID, offset: int = 0, length: int | None = None) -> bytes:
+    async def get_needle(
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+    ) -> bytes:
         return await self.store.get(fid, offset, length)
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:

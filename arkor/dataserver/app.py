@@ -20,7 +20,7 @@ from arkor import batchwire
 from arkor.config import Config, DataConfig
 from arkor.data.repair import Repairer
 from arkor.data.store import NeedleStore, SizeMismatch
-from arkor.errors import ArkorError, BadRequest, LengthRequired
+from arkor.errors import ArkorError, BadRequest, LengthRequired, RangeNotSatisfiable
 from arkor.fileid import FileID
 from arkor.security import (
     CONTENT_SHA256_HEADER,
@@ -40,6 +40,9 @@ SIZE_HEADER = "x-arkor-size"
 LIST_LIMIT_MAX = 10_000
 # A needle batch (coalesced small writes): what one request may carry in all.
 BATCH_MAX_BYTES = 8 * 1024 * 1024
+# A read batch: each read at most this long (the client coalesces only small reads).
+BATCH_READ_MAX = 1024 * 1024
+READ_BATCH_JSON_MAX = 256 * 1024
 
 
 @dataclass
@@ -172,6 +175,32 @@ def build_app(
                 nursery.start_soon(put_one, index, fid, view, crc)
         return Response.json({"results": [batchwire.outcome_json(o) for o in outcomes]})
 
+    async def get_batch(request: Request) -> Response:
+        """Many small reads in one request (`batchwire`): unsigned like GET, since each file ID
+        carries its cookie. Each read is verified as by `get_needle`; one outcome per read."""
+        raw = await request.read_json(max_size=READ_BATCH_JSON_MAX, chunk_timeout=float(data.bodyTimeout))
+        items = batchwire.decode_reads(raw, max_length=BATCH_READ_MAX)
+        outcomes: list[Any] = [None] * len(items)
+        parts: list[bytes] = [b""] * len(items)
+
+        async def read_one(index: int, fid: FileID, offset: int, length: int) -> None:
+            try:
+                entry = store.lookup(fid)
+                if offset >= entry.size and entry.size:
+                    raise RangeNotSatisfiable(f"offset {offset} is past the needle's {entry.size} bytes")
+                parts[index] = await store.get(fid, offset, length)
+                outcomes[index] = {"length": len(parts[index]), "size": entry.size, "crc32c": entry.crc32c}
+            except ArkorError as exc:
+                outcomes[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index, (fid, offset, length) in enumerate(items):
+                nursery.start_soon(read_one, index, fid, offset, length)
+        head = {"results": [batchwire.outcome_json(o) for o in outcomes]}
+        body = batchwire.encode_framed(head, [p for p, o in zip(parts, outcomes, strict=True)
+                                              if not isinstance(o, ArkorError)])
+        return Response(status=200, headers=[("content-type", batchwire.NEEDLE_BATCH_TYPE)], body=body)
+
     async def get_needle(request: Request) -> Response:
         fid = fid_of(request)
         try:
@@ -203,6 +232,7 @@ def build_app(
     router.add(fid_route, ["GET", "HEAD"], get_needle)
     router.add(fid_route, ["DELETE"], delete_needle)
     router.add("/needle-batch", ["POST"], put_batch)
+    router.add("/needle-reads", ["POST"], get_batch)
     return role_app("data", router, _control_app(state)), state
 
 

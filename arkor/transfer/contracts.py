@@ -42,10 +42,12 @@ class Replica(Protocol):
         does not match `crc32c`; Conflict if the key holds other content; InsufficientStorage."""
 
     async def get_needle(
-        self, fid: FileID, offset: int = 0, length: int | None = None
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
     ) -> bytes:
         """The needle's bytes [offset, offset+length), verified against the stored CRC32C.
-        NotFound (unknown key, wrong cookie, deleted); CorruptNeedle when the copy is bad."""
+        `size`: the needle's size when the caller knows it (the manifest's), so that a replica
+        may coalesce small reads. NotFound (unknown key, wrong cookie, deleted); CorruptNeedle
+        when the copy is bad."""
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:
         """Size and CRC32C without the data. NotFound as for get_needle."""

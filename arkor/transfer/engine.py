@@ -377,9 +377,11 @@ class TransferEngine:
         try:
             if bound:
                 with trio.fail_after(self.timeouts.transfer):
-                    data = await replica.get_needle(fid, offset, None if whole else length)
+                    data = await replica.get_needle(fid, offset, None if whole else length,
+                                                    size=fragment.size)
             else:
-                data = await replica.get_needle(fid, offset, None if whole else length)
+                data = await replica.get_needle(fid, offset, None if whole else length,
+                                                size=fragment.size)
             if len(data) != length:
                 raise CorruptNeedle(f"got {len(data)} bytes, expected {length}")
             if whole and await self.crc(data) != fragment.crc32c:

@@ -60,6 +60,39 @@ async def test_needle_batch_stores_good_needles_and_refuses_a_bad_one_alone(clus
         nursery.cancel_scope.cancel()
 
 
+async def test_read_batch_answers_each_read_and_checks_whole_needles(cluster: Cluster) -> None:
+    url = cluster.data[0].url
+    stored = [(fid_for(1), os.urandom(3000 + i)) for i in range(3)]
+    async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+        replica = HttpReplica(url, SECRET, client, 10.0, nursery=nursery)
+        assert await replica._put_batch([(f, d, crc32c(d)) for f, d in stored]) == [None] * 3
+        missing = fid_for(1)
+        (f0, d0), (f1, d1), (f2, d2) = stored
+        outcomes = await replica._get_batch([
+            (f0, 0, None), (f1, 100, 50), (missing, 0, None), (f2, 10_000, 10), (f2, 0, None),
+        ])
+        assert outcomes[0] == d0 and outcomes[1] == d1[100:150] and outcomes[4] == d2
+        assert isinstance(outcomes[2], NotFound)
+        assert outcomes[3] == b""  # past the end: nothing, as a single ranged GET answers
+        # Through the coalescer, concurrently, with the manifest's size as the hint.
+        got: dict[int, bytes] = {}
+
+        async def read(i: int) -> None:
+            fid, data = stored[i % 3]
+            got[i] = await replica.get_needle(fid, size=len(data))
+
+        async with trio.open_nursery() as readers:
+            for i in range(30):
+                readers.start_soon(read, i)
+        assert all(got[i] == stored[i % 3][1] for i in range(30))
+        for bad in ({"reads": []}, {"reads": [[str(f0), 0, 0]]}, {"reads": [[str(f0), -1, 5]]},
+                    {"reads": [["not-a-fid", 0, 5]]}, {"reads": [[str(f0), 0, 10**9]]}, [1, 2]):
+            answer = await client.post(url + "/needle-reads", json=bad)
+            assert answer.status_code == 400, (bad, answer.text)
+            assert answer.json()["error"]["code"] in ("invalid_batch", "invalid_file_id")
+        nursery.cancel_scope.cancel()
+
+
 async def test_needle_batch_refuses_unsigned_tampered_and_malformed_bodies(cluster: Cluster) -> None:
     url = cluster.data[0].url
     fid = fid_for(1)
@@ -147,8 +180,9 @@ def test_concurrent_small_puts_survive_a_replica_kill_and_are_coalesced(tmp_path
                 assert answer.status_code == 200 and answer.content == data, key
         batches, items = batches_seen(metrics, "needle_write")
         assert batches > 0 and items / batches > 1.5, (batches, items)
-        batches, items = batches_seen(metrics, "registry_lookup")  # a read is quick: fewer merge
-        assert batches > 0 and items > batches, (batches, items)
+        for kind in ("registry_lookup", "needle_read"):  # reads are quick: fewer merge
+            batches, items = batches_seen(metrics, kind)
+            assert batches > 0 and items > batches, (kind, batches, items)
         batches, items = batches_seen(metrics, "registry_commit")
         assert batches > 0 and items / batches > 1.5, (batches, items)
     finally:

@@ -47,7 +47,9 @@ class MemoryReplica:
             raise ChecksumMismatch("body does not match its CRC32C")
         self.needles[str(fid)] = bytes(data)
 
-    async def get_needle(self, fid: FileID, offset: int = 0, length: int | None = None) -> bytes:
+    async def get_needle(
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+    ) -> bytes:
         await self._gate("get")
         data = self.needles.get(str(fid))
         if data is None:
