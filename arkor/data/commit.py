@@ -1,5 +1,7 @@
 """Group commit: one fsync acknowledges every write whose bytes were complete when it started.
 
+A small needle is not written by its writer: it waits in `pending_appends`, and the syncer writes
+all waiting ones in the same worker-thread call as the fsync (`Volume.write_appends`).
 A writer whose needle is fully written bumps its volume's `write_gen` and awaits `group_commit`
 with that generation. The first waiter becomes the syncer: it appends the pending index records
 (of needles already durable) and fdatasyncs the volume for everyone up to the current generation;
@@ -56,9 +58,12 @@ async def group_commit(volume: Volume, gen: int, run: Runner, label: str) -> Non
         volume.syncing = event
         target = volume.write_gen
         records, volume.pending_idx = volume.pending_idx, []
+        appends, volume.pending_appends = volume.pending_appends, []
+        for append in appends:
+            append.taken = True
         started = time.perf_counter()
         try:
-            await run(volume.sync, records)
+            await run(volume.sync, records, appends)
         except OSError as exc:
             # The failure is recorded before the waiters wake (the finally below), so none of
             # them can take a turn and fsync again.
@@ -71,6 +76,9 @@ async def group_commit(volume: Volume, gen: int, run: Runner, label: str) -> Non
             raise _failed(volume) from exc
         except BaseException:
             volume.pending_idx[:0] = records  # cancelled before the sync ran: nothing was tried
+            for append in appends:
+                append.taken = False
+            volume.pending_appends[:0] = appends
             raise
         else:
             FSYNC_SECONDS.labels(label).observe(time.perf_counter() - started)

@@ -35,7 +35,7 @@ from arkor.data.commit import VolumeFailed, group_commit
 from arkor.data.fileops import SYSTEM, FileOps
 from arkor.data.idxfile import Record
 from arkor.data.index import Entry, IndexBuilder, NeedleIndex
-from arkor.data.volume import COPY_CHUNK, Volume, VolumeError
+from arkor.data.volume import COPY_CHUNK, Append, Volume, VolumeError
 from arkor.data.writes import SizeMismatch, read_body, write_streaming
 from arkor.errors import Conflict, CorruptNeedle, NotFound, PayloadTooLarge
 from arkor.fileid import FileID
@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 # Bodies up to this size are gathered and written in one thread call (one hop); larger ones stream.
 WHOLE_WRITE_MAX = 1024 * 1024
+# Needles up to this size are written by the group commit itself, many in one pwrite (volume.Append).
+GROUP_APPEND_MAX = 256 * 1024
 
 
 class NeedleStore:
@@ -233,6 +235,10 @@ class NeedleStore:
         if size <= WHOLE_WRITE_MAX:
             data = await read_body(chunks, size, crc, keep=True)
             needle = nd.pack_header(header) + data + nd.trailer(crc, size)  # crc is data's, checked
+            if size <= GROUP_APPEND_MAX:
+                volume, offset = await self._append_durably(needle, check_space)
+                self._publish(volume, offset, header, crc)
+                return
             volume, offset = await self._append(needle, length, check_space)
         else:
             volume, offset = await self._append(nd.pack_header(header), length, check_space)
@@ -261,6 +267,35 @@ class NeedleStore:
             if offset is not None:
                 return volume, offset
             volume.inflight -= 1
+            await self.rotate_from(volume)
+
+    async def _append_durably(self, needle: bytes, check_space: bool) -> tuple[Volume, int]:
+        """Queue a small needle for the active volume's next group commit, which writes and
+        fsyncs it with the others waiting (`volume.Append`); rotates volumes when it does not
+        fit. Returns once it is durable. A writer cancelled before its needle was handed to a
+        worker takes it back; after that the copy is written but never published (garbage)."""
+        while True:
+            volume = self.active
+            assert volume is not None
+            if volume.sealed or volume.failed:  # a failed fsync sealed it: the next volume
+                await self.rotate_from(volume)
+                continue
+            append = Append(needle, self.volume_size, self.reserve_bytes if check_space else 0)
+            volume.inflight += 1  # before the await, so compaction never sees it idle meanwhile
+            volume.pending_appends.append(append)
+            volume.write_gen += 1
+            try:
+                await group_commit(volume, volume.write_gen, self.run, self.label)
+            except BaseException:
+                if not append.taken:
+                    volume.pending_appends.remove(append)
+                raise
+            finally:
+                volume.inflight -= 1
+            if append.error is not None:
+                raise append.error
+            if append.offset is not None:
+                return volume, append.offset
             await self.rotate_from(volume)
 
     async def rotate_from(self, volume: Volume) -> None:
