@@ -37,10 +37,11 @@ def clamp(size: int, offset: int, length: int | None) -> tuple[int, int]:
     return start, end
 
 
-def verify(fd: int, entry: Entry) -> bytes | None:
-    """Check the needle at `entry`: its data when small (one read), None when large (checked in
-    a streaming pass, to be read again chunk by chunk). CorruptNeedle when anything is off."""
-    if entry.size <= WHOLE_READ_MAX:
+def verify(fd: int, entry: Entry, whole: bool = False) -> bytes | None:
+    """Check the needle at `entry`: its data when small or `whole` (one read), None when large
+    (checked in a streaming pass, to be read again chunk by chunk). CorruptNeedle when anything
+    is off."""
+    if whole or entry.size <= WHOLE_READ_MAX:
         return _read_whole(fd, entry)
     _verify_streaming(fd, entry)
     return None

@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 # Bodies up to this size are gathered and written in one thread call (one hop); larger ones stream.
 WHOLE_WRITE_MAX = 1024 * 1024
+# `get` (which returns the bytes whole anyway) reads and checks needles up to this size in one
+# pass; larger ones stream (verified first, then read again chunk by chunk).
+GET_WHOLE_MAX = 64 * 1024 * 1024
 # Needles up to this size are written by the group commit itself, many in one pwrite (volume.Append).
 GROUP_APPEND_MAX = 256 * 1024
 
@@ -361,14 +364,14 @@ class NeedleStore:
         """Bytes [offset, offset+length) of a needle, after verifying the whole needle's CRC32C."""
         entry = self.lookup(fid)
         start, end = reads.clamp(entry.size, offset, length)
-        if entry.size <= reads.WHOLE_READ_MAX:  # the common case, without a stream's machinery
+        if entry.size <= GET_WHOLE_MAX:  # read and checked in one pass, without a stream
             vfile = self.volumes[entry.volume].file.acquire()
             try:
-                data = await self._verified(fid, vfile.fd, entry)
+                data = await self._verified(fid, vfile.fd, entry, whole=True)
             finally:
                 vfile.release()
             assert data is not None
-            return data[start:end]
+            return data if (start, end) == (0, entry.size) else data[start:end]
         _entry, chunks, close = await self.open_stream(fid, start, end)
         try:
             return b"".join([chunk async for chunk in chunks])
@@ -408,14 +411,14 @@ class NeedleStore:
 
         return entry, chunks, close
 
-    async def _verified(self, fid: FileID, fd: int, entry: Entry) -> bytes | None:
+    async def _verified(self, fid: FileID, fd: int, entry: Entry, *, whole: bool = False) -> bytes | None:
         """The one verified read path (`reads.verify`; every read goes through here): the data of
-        a small needle, None for a large one (checked, to be streamed). A needle failing its
-        checks is reported to the corruption hooks and raises CorruptNeedle."""
+        a small needle (or with `whole`, of any), None for a large one (checked, to be streamed).
+        A needle failing its checks is reported to the corruption hooks and raises CorruptNeedle."""
         try:
             cached = reads.verify_cached(fd, entry)  # on the loop, from the page cache only
             if cached is None:
-                return await self.run(reads.verify, fd, entry)
+                return await self.run(reads.verify, fd, entry, whole)
             await trio.lowlevel.checkpoint()  # a trio read yields, as the thread path does
             return cached
         except CorruptNeedle:

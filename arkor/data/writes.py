@@ -69,16 +69,20 @@ async def write_streaming(
         received += len(chunk)
         if received > header.size:
             raise _too_long(header.size)
+        if not buffer and len(chunk) >= COPY_CHUNK:  # a whole fragment in one piece: no copy
+            running = await run(_write_crc, volume, chunk, pos, running)
+            pos += len(chunk)
+            continue
         buffer += chunk
         if len(buffer) >= COPY_CHUNK:
-            running = await run(_write_crc, volume, bytes(buffer), pos, running)
-            pos += len(buffer)
-            buffer.clear()
+            full, buffer = buffer, bytearray()  # handed over, not copied
+            running = await run(_write_crc, volume, full, pos, running)
+            pos += len(full)
     running = crc32c(buffer, running)
     _check_end(received, header.size, running, crc)
     await run(volume.write_at, bytes(buffer) + nd.trailer(running, header.size), pos)
 
 
-def _write_crc(volume: Volume, data: bytes, offset: int, running: int) -> int:
+def _write_crc(volume: Volume, data: bytes | bytearray, offset: int, running: int) -> int:
     volume.write_at(data, offset)
     return crc32c(data, running)
