@@ -78,11 +78,32 @@ def verify_cached(fd: int, entry: Entry) -> bytes | None:
 
 
 def _read_whole(fd: int, entry: Entry) -> bytes:
+    if entry.size > CACHED_READ_MAX:
+        scattered = _read_scattered(fd, entry)
+        if scattered is not None:
+            return scattered
     total = nd.HEADER_SIZE + entry.size + nd.TRAILER_SIZE
     raw = pread_exact(fd, total, entry.offset)
     if len(raw) != total:
         raise CorruptNeedle(f"needle {entry.key:x} is truncated")
     return _check_whole(raw, entry)
+
+
+def _read_scattered(fd: int, entry: Entry) -> bytes | None:
+    """A large needle read whole with its data in a buffer of its own (three reads: header, data,
+    trailer), so the data is handed out without a copy (a fragment is MiBs); None on a short
+    read (the caller's plain path then decides)."""
+    header = os.pread(fd, nd.HEADER_SIZE, entry.offset)
+    data = os.pread(fd, entry.size, entry.offset + nd.HEADER_SIZE)
+    trailer = os.pread(fd, nd.TRAILER_SIZE, entry.offset + nd.HEADER_SIZE + entry.size)
+    if (len(header), len(data), len(trailer)) != (nd.HEADER_SIZE, entry.size, nd.TRAILER_SIZE):
+        return None
+    _check_header(header, entry)
+    stored = int.from_bytes(trailer, "little")
+    actual = crc32c(data)
+    if actual != stored or actual != entry.crc32c:
+        raise CorruptNeedle(f"needle {entry.key:x} failed its CRC32C check")
+    return data
 
 
 def _check_whole(raw: bytes | bytearray, entry: Entry) -> bytes:
