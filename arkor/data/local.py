@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from arkor.data.store import NeedleStore
+from arkor.errors import CorruptNeedle
 from arkor.fileid import FileID
 from arkor.model import NeedleInfo
 
@@ -29,9 +30,13 @@ class LocalReplica:
         await self.store.put(fid, _single(bytes(data)), len(data), crc32c)
 
     async def get_needle(
-        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None,
+        crc32c: int | None = None,
     ) -> bytes:
-        return await self.store.get(fid, offset, length)
+        data = await self.store.get(fid, offset, length)  # verified against the stored CRC32C
+        if crc32c is not None and offset == 0 and length is None and self.store.lookup(fid).crc32c != crc32c:
+            raise CorruptNeedle(f"needle {fid} is not the one its manifest names (CRC32C differs)")
+        return data
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:
         meta = self.store.lookup(fid)

@@ -342,13 +342,24 @@ class LeanClient:
         """A Content-Length body, whole (the common case: one copy out of the connection buffer)."""
         if length > self._max_body:
             raise ProtocolError(f"body of {length} bytes is over the limit of {self._max_body}")
-        while len(conn.buf) < length:
+        if len(conn.buf) >= length:
+            content = bytes(conn.buf[:length])
+            del conn.buf[:length]
+            return content
+        # Gathered as received and joined once: a fragment (MiBs) is copied once, not thrice.
+        parts: list[bytes] = [bytes(conn.buf)]
+        got = len(conn.buf)
+        conn.buf.clear()
+        while got < length:
             data = await self._receive(conn, url, timeouts.read)
             if not data:
                 raise httpx.RemoteProtocolError(f"{url}: connection closed inside the body")
-            conn.buf += data
-        content = bytes(conn.buf[:length])
-        del conn.buf[:length]
+            parts.append(data)
+            got += len(data)
+        content = b"".join(parts)
+        if got > length:  # bytes of whatever follows (never, without pipelining): keep them
+            conn.buf += content[length:]
+            content = content[:length]
         return content
 
     async def _body(self, conn: _Connection, head: ResponseHead, url: str,

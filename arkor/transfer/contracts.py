@@ -42,12 +42,14 @@ class Replica(Protocol):
         does not match `crc32c`; Conflict if the key holds other content; InsufficientStorage."""
 
     async def get_needle(
-        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None,
+        crc32c: int | None = None,
     ) -> bytes:
-        """The needle's bytes [offset, offset+length), verified against the stored CRC32C.
-        `size`: the needle's size when the caller knows it (the manifest's), so that a replica
-        may coalesce small reads. NotFound (unknown key, wrong cookie, deleted); CorruptNeedle
-        when the copy is bad."""
+        """The needle's bytes [offset, offset+length), verified against the stored CRC32C; a
+        whole read (offset 0, no length) also against `crc32c` when given (the manifest's), so
+        the caller need not checksum the bytes again. `size`: the needle's size when the caller
+        knows it (the manifest's), so that a replica may coalesce small reads. NotFound (unknown
+        key, wrong cookie, deleted); CorruptNeedle when the copy is bad or not the one named."""
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:
         """Size and CRC32C without the data. NotFound as for get_needle."""

@@ -39,7 +39,25 @@ BATCH_NEEDLE_MAX = 64 * 1024
 BATCH_MAX_BYTES = 1024 * 1024
 
 NeedleItem = tuple[FileID, bytes, int]
-ReadItem = tuple[FileID, int, int | None]  # fid, offset, length (None: the whole needle)
+# fid, offset, length (None: the whole needle), the CRC32C a whole read must have (or None)
+ReadItem = tuple[FileID, int, int | None, int | None]
+# Checksums of bodies at least this large run in a worker thread, off the event loop.
+THREAD_CRC_THRESHOLD = 256 * 1024
+_crc_threads = trio.CapacityLimiter(2)
+
+
+async def _crc_of(data: bytes) -> int:
+    if len(data) < THREAD_CRC_THRESHOLD:
+        return compute_crc32c(data)
+    return await trio.to_thread.run_sync(compute_crc32c, data, limiter=_crc_threads)
+
+
+def _check_whole(url: str, fid: FileID, actual: int, sent: int, expected: int | None) -> None:
+    """A whole needle's CRC32C against what the server says it stored and what the manifest says."""
+    if actual != sent:
+        raise CorruptNeedle(f"{url}: needle {fid} arrived damaged (CRC32C mismatch)")
+    if expected is not None and actual != expected:
+        raise CorruptNeedle(f"{url}: needle {fid} is not the one its manifest names (CRC32C differs)")
 
 
 class HttpReplica:
@@ -126,12 +144,14 @@ class HttpReplica:
         await self._request("PUT", path, content=bytes(data), headers=headers, auth=self._auth)
 
     async def get_needle(
-        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None,
+        crc32c: int | None = None,
     ) -> bytes:
         wanted = length if length is not None else None if size is None else size - offset
+        expected = crc32c if offset == 0 and length is None else None
         if self._reads is not None and wanted is not None and 0 < wanted <= BATCH_NEEDLE_MAX:
-            return await self._reads.submit((fid, offset, length))
-        return await self._get_one((fid, offset, length))
+            return await self._reads.submit((fid, offset, length, expected))
+        return await self._get_one((fid, offset, length, expected))
 
     async def _get_batch(self, items: list[ReadItem]) -> Sequence[bytes | BaseException]:
         """One `POST /needle-reads` for `items` (a lone item, or a server without the route:
@@ -139,7 +159,7 @@ class HttpReplica:
         if len(items) == 1 or self._reads is None:
             return await each_alone(items, self._get_one)
         reads = [[str(fid), offset, length if length is not None else BATCH_NEEDLE_MAX]
-                 for fid, offset, length in items]
+                 for fid, offset, length, _expected in items]
         try:
             response = await self._request("POST", f"{self._prefix}/needle-reads", json={"reads": reads})
         except ArkorError as exc:
@@ -154,7 +174,7 @@ class HttpReplica:
             raise ServiceUnavailable(f"{self.url}: malformed read batch answer ({exc})") from None
         outcomes: list[bytes | BaseException] = []
         position = 0
-        for (fid, offset, length), outcome in zip(
+        for (fid, offset, length, expected), outcome in zip(
             items, batchwire.outcomes_of(head, len(items)), strict=True
         ):
             if isinstance(outcome, ArkorError):
@@ -163,16 +183,19 @@ class HttpReplica:
             piece = bytes(data[position:position + int(outcome["length"])])
             position += len(piece)
             whole = offset == 0 and len(piece) == int(outcome["size"])
-            if whole and compute_crc32c(piece) != int(outcome["crc32c"]):
-                outcomes.append(CorruptNeedle(f"{self.url}: needle {fid} arrived damaged (CRC32C mismatch)"))
-            elif length is None and not whole:
-                outcomes.append(CorruptNeedle(f"{self.url}: needle {fid} is larger than its manifest says"))
-            else:
-                outcomes.append(piece)
+            try:
+                if whole:
+                    _check_whole(self.url, fid, compute_crc32c(piece), int(outcome["crc32c"]), expected)
+                elif length is None:
+                    raise CorruptNeedle(f"{self.url}: needle {fid} is larger than its manifest says")
+            except CorruptNeedle as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(piece)
         return outcomes
 
     async def _get_one(self, item: ReadItem) -> bytes:
-        fid, offset, length = item
+        fid, offset, length, expected = item
         headers = {}
         if offset or length is not None:
             if length is not None and length <= 0:
@@ -188,8 +211,9 @@ class HttpReplica:
             raise
         data = response.content
         if response.status_code == 200 and CRC_HEADER in response.headers:
-            if compute_crc32c(data) != int(response.headers[CRC_HEADER]):
-                raise CorruptNeedle(f"{self.url}: needle {fid} arrived damaged (CRC32C mismatch)")
+            actual = await _crc_of(data)
+            _check_whole(self.url, fid, actual, int(response.headers[CRC_HEADER]),
+                         expected if not offset and length is None else None)
             if offset or length is not None:
                 data = data[offset: None if length is None else offset + length]
         return data

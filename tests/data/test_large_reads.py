@@ -50,3 +50,21 @@ async def test_large_needle_reads_whole_and_in_ranges_and_refuses_damage(tmp_pat
         assert reported == [fid, fid]
     finally:
         await store.aclose()
+
+
+async def test_local_replica_refuses_a_whole_read_whose_manifest_names_another_crc(tmp_path: Path) -> None:
+    from arkor.checksum import crc32c
+    from arkor.data.local import LocalReplica
+
+    store = await open_store(tmp_path)
+    try:
+        fid = FileID(1, 9, 9)
+        data = payload(9, 5000)
+        assert await put(store, fid, data)
+        replica = LocalReplica(store)
+        assert await replica.get_needle(fid, crc32c=crc32c(data)) == data
+        with pytest.raises(CorruptNeedle):
+            await replica.get_needle(fid, crc32c=crc32c(data) ^ 1)
+        assert await replica.get_needle(fid, 10, 20, crc32c=0) == data[10:30]  # a range: not whole
+    finally:
+        await store.aclose()

@@ -16,7 +16,7 @@ import trio
 
 from arkor import batchwire
 from arkor.checksum import crc32c
-from arkor.errors import ChecksumMismatch, NotFound, PreconditionFailed
+from arkor.errors import ChecksumMismatch, CorruptNeedle, NotFound, PreconditionFailed
 from arkor.fileid import FileID
 from arkor.model import ObjectRecord
 from arkor.security import ClusterAuth
@@ -69,7 +69,8 @@ async def test_read_batch_answers_each_read_and_checks_whole_needles(cluster: Cl
         missing = fid_for(1)
         (f0, d0), (f1, d1), (f2, d2) = stored
         outcomes = await replica._get_batch([
-            (f0, 0, None), (f1, 100, 50), (missing, 0, None), (f2, 10_000, 10), (f2, 0, None),
+            (f0, 0, None, None), (f1, 100, 50, None), (missing, 0, None, None), (f2, 10_000, 10, None),
+            (f2, 0, None, crc32c(d2)),
         ])
         assert outcomes[0] == d0 and outcomes[1] == d1[100:150] and outcomes[4] == d2
         assert isinstance(outcomes[2], NotFound)
@@ -85,6 +86,14 @@ async def test_read_batch_answers_each_read_and_checks_whole_needles(cluster: Cl
             for i in range(30):
                 readers.start_soon(read, i)
         assert all(got[i] == stored[i % 3][1] for i in range(30))
+        # A whole read names the CRC32C its manifest holds: another one is a CorruptNeedle, in a
+        # batch and alone, and the engine then tries the next replica.
+        wrong = (crc32c(d0) + 1) & 0xFFFFFFFF
+        outcomes = await replica._get_batch([(f0, 0, None, wrong), (f1, 0, None, crc32c(d1))])
+        assert isinstance(outcomes[0], CorruptNeedle) and outcomes[1] == d1
+        with pytest.raises(CorruptNeedle):
+            await HttpReplica(url, SECRET, client, 10.0).get_needle(f0, crc32c=wrong)
+        assert await HttpReplica(url, SECRET, client, 10.0).get_needle(f0, crc32c=crc32c(d0)) == d0
         for bad in ({"reads": []}, {"reads": [[str(f0), 0, 0]]}, {"reads": [[str(f0), -1, 5]]},
                     {"reads": [["not-a-fid", 0, 5]]}, {"reads": [[str(f0), 0, 10**9]]}, [1, 2]):
             answer = await client.post(url + "/needle-reads", json=bad)

@@ -13,8 +13,8 @@ from collections import Counter
 
 import trio
 
-from arkor.checksum import crc32c
-from arkor.errors import ChecksumMismatch, NotFound, ServiceUnavailable
+from arkor.checksum import crc32c as crc32c_of
+from arkor.errors import ChecksumMismatch, CorruptNeedle, NotFound, ServiceUnavailable
 from arkor.fileid import FileID
 from arkor.model import Fragment, GroupInfo, KeyRange, NeedleInfo, ServerInfo
 
@@ -43,12 +43,13 @@ class MemoryReplica:
 
     async def put_needle(self, fid: FileID, data: bytes, crc: int) -> None:
         await self._gate("put")
-        if crc32c(data) != crc:
+        if crc32c_of(data) != crc:
             raise ChecksumMismatch("body does not match its CRC32C")
         self.needles[str(fid)] = bytes(data)
 
     async def get_needle(
-        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None
+        self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None,
+        crc32c: int | None = None,
     ) -> bytes:
         await self._gate("get")
         data = self.needles.get(str(fid))
@@ -57,6 +58,8 @@ class MemoryReplica:
         data = data[offset: None if length is None else offset + length]
         if self.mode == "corrupt" and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if crc32c is not None and offset == 0 and length is None and crc32c_of(data) != crc32c:
+            raise CorruptNeedle(f"needle {fid} does not match the CRC32C asked for")
         return data
 
     async def head_needle(self, fid: FileID) -> NeedleInfo:
@@ -64,7 +67,7 @@ class MemoryReplica:
         data = self.needles.get(str(fid))
         if data is None:
             raise NotFound(f"no needle {fid}")
-        return NeedleInfo(fid=str(fid), size=len(data), crc32c=crc32c(data))
+        return NeedleInfo(fid=str(fid), size=len(data), crc32c=crc32c_of(data))
 
     async def delete_needle(self, fid: FileID) -> None:
         await self._gate("delete")
