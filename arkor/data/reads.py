@@ -6,8 +6,10 @@ failing its checks raises CorruptNeedle while the caller can still answer with a
 needle whose pages are all in the page cache is read on the event loop instead (`verify_cached`,
 RWF_NOWAIT: the kernel never waits for the disk there), since the thread hand-off would cost more
 than the read; the checks are the same.
-Small needles are read and checked in one call and served from that buffer; large ones are checked
-in a first pass and then streamed in bounded chunks.
+Small needles are read and checked in one call and served from that buffer. `NeedleStore.get`
+(which returns the bytes whole anyway) does the same for large ones, with header, data and
+trailer in separate reads so the data buffer is handed out without a copy; a stream checks a
+large needle in a first pass and then reads it again in bounded chunks.
 
 What lives here: blocking verification over an open volume file. What must not: index lookups,
 write logic, or any decision about what a corrupt needle means (the store's corruption hook).
