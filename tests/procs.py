@@ -7,6 +7,7 @@ Processes are started in their own session so SIGKILL takes the whole role at on
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,11 +27,37 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ARKOR = [sys.executable, "-m", "arkor.cli"]
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A currently free loopback TCP port (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A currently free loopback TCP port below the kernel's ephemeral range. A port from that
+    range (what binding port 0 gives) can be taken meanwhile as the local end of any outgoing
+    connection, so a server restarted on it would fail with EADDRINUSE."""
+    low, _high = _ephemeral_range()
+    start = max(1025, low - 20_000)
+    for _ in range(200):
+        port = random.randrange(start, low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # crowded: let the OS pick
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def require_free_disk(path: os.PathLike[str] | str, gib: float) -> None:
