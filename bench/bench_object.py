@@ -14,8 +14,9 @@ References in the same run: the floor (`bench.floor`: hypercorn's trio worker wi
 serving 4 KiB and draining bodies, the most this stack allows on one core), nginx serving the same
 4 KiB and 64 MiB bytes to the same load client (GET), and a raw write+fsync of 64 MiB to the same
 disk (PUT: every byte is written three times, so the reference is a third of it). Prints a Markdown
-table of req/s or MB/s with p50/p99 latency and the object server's peak RSS, then the goal table
-of issue 14: every row as a ratio to its reference measured in this run.
+table of req/s or MB/s with p50/p99 latency and the object server's peak RSS (also during
+`--concurrent-big` 64 MiB PUTs at once: memory per upload stays bounded), then the goal table of
+issue 14: every row as a ratio to its reference measured in this run.
 """
 
 from __future__ import annotations
@@ -143,7 +144,43 @@ async def measure(dep: Deployment, args: argparse.Namespace, small: bytes,
     out["64 MiB PUT"] = summarise(puts)
     out["64 MiB GET"] = summarise(gets)
     out["peak RSS"] = {"rate": peak.stop() / MB, "p50": 0.0, "p99": 0.0}
+    if args.concurrent_big and not dep.headers:  # Arkor deployments: memory per upload is bounded
+        out[f"{args.concurrent_big} x 64 MiB PUT at once"] = await concurrent_big(dep, args, big)
     return out
+
+
+async def concurrent_big(dep: Deployment, args: argparse.Namespace, big: bytes) -> dict[str, float]:
+    """`args.concurrent_big` PUTs of `big` at once: aggregate MB/s and the object server's peak RSS
+    (process tree). A 503 slow_down (the upload budget is spent) is retried after a pause, as
+    clients do with Retry-After; the figure counts the retries."""
+    peak = PeakRss(dep.pid).start()
+    retries = 0
+
+    async def one(index: int) -> None:
+        nonlocal retries
+        while True:
+            conn = await RawHttp.connect(dep.url)
+            try:
+                status, _reply = await conn.request("PUT", f"{dep.base}/many-{index}", None, big)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                status = 503  # answered early and closed while the body was still going
+            finally:
+                await conn.aclose()
+            if status == 201:
+                return
+            if status != 503:
+                raise AssertionError(f"concurrent PUT {index}: {status}")
+            retries += 1
+            await trio.sleep(0.5)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for index in range(args.concurrent_big):
+            nursery.start_soon(one, index)
+    elapsed = time.perf_counter() - started
+    rss = peak.stop() / MB
+    return {"rate": args.concurrent_big * len(big) / elapsed / MB, "p50": elapsed * 1000,
+            "p99": elapsed * 1000, "rss": rss, "retries": float(retries)}
 
 
 async def measure_floor(args: argparse.Namespace, small: bytes, big: bytes) -> dict[str, dict[str, float]]:
@@ -204,6 +241,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, floa
         for name, fig in results.get(kind, {}).items():
             if name == "peak RSS":
                 print(f"| {kind} | object server peak RSS | {fig['rate']:,.0f} MB | | | | |")
+                continue
+            if "at once" in name:
+                print(f"| {kind} | {name} | {fig['rate']:,.0f} MB/s in all, object server peak RSS "
+                      f"{fig['rss']:,.0f} MB, {fig['retries']:.0f} retried after 503 | | | | |")
                 continue
             unit = "req/s" if name.startswith("4 KiB") else "MB/s"
             ref, ratio = "", ""
@@ -273,6 +314,8 @@ def goal_table(args: argparse.Namespace, results: dict[str, dict[str, dict[str, 
 def cli() -> None:
     parser = throughput_parser(__doc__, small=3000)
     parser.add_argument("--workers", type=int, default=2, help="object.workers for the cluster")
+    parser.add_argument("--concurrent-big", type=int, default=32,
+                        help="64 MiB PUTs at once for the peak-RSS figure (0: skip)")
     parser.add_argument("--deployments", nargs="+", default=["allinone", "cluster", "swift"],
                         choices=["allinone", "cluster", "swift"],
                         help="swift: a Swift SAIO (3 replicas, tempauth) as the peer reference")
