@@ -108,6 +108,17 @@ class HttpReplica:
             raise _error(response)
         return response
 
+    async def _post_batch(self, route: str, **kwargs: Any) -> LeanResponse | httpx.Response | None:
+        """`POST /{route}`; None when the server has no such route (an older release during a
+        rolling upgrade: the caller then sends its items one by one from now on)."""
+        try:
+            return await self._request("POST", f"{self._prefix}/{route}", **kwargs)
+        except ArkorError as exc:
+            if exc.status not in (404, 405):
+                raise
+            log.warning("%s has no %s route (%s): sending items one by one", self.url, route, exc)
+            return None
+
     async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
         if self._writes is not None and len(data) <= BATCH_NEEDLE_MAX:
             await self._writes.submit((fid, bytes(data), crc32c))
@@ -119,15 +130,10 @@ class HttpReplica:
         older release during a rolling upgrade) goes as plain PUTs."""
         if len(items) == 1 or self._writes is None:
             return await each_alone(items, self._put_item)
-        body = batchwire.encode_needles(items)
         headers = {"content-type": batchwire.NEEDLE_BATCH_TYPE}
-        try:
-            response = await self._request("POST", f"{self._prefix}/needle-batch", content=body,
+        response = await self._post_batch("needle-batch", content=batchwire.encode_needles(items),
                                            headers=headers, auth=self._auth)
-        except ArkorError as exc:
-            if exc.status not in (404, 405):
-                raise
-            log.warning("%s has no needle-batch route (%s): writing needles one by one", self.url, exc)
+        if response is None:
             self._writes = None
             return await each_alone(items, self._put_item)
         return [None if isinstance(o, dict) else o
@@ -160,12 +166,8 @@ class HttpReplica:
             return await each_alone(items, self._get_one)
         reads = [[str(fid), offset, length if length is not None else BATCH_NEEDLE_MAX]
                  for fid, offset, length, _expected in items]
-        try:
-            response = await self._request("POST", f"{self._prefix}/needle-reads", json={"reads": reads})
-        except ArkorError as exc:
-            if exc.status not in (404, 405):
-                raise
-            log.warning("%s has no needle-reads route (%s): reading needles one by one", self.url, exc)
+        response = await self._post_batch("needle-reads", json={"reads": reads})
+        if response is None:
             self._reads = None
             return await each_alone(items, self._get_one)
         try:

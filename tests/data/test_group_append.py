@@ -26,6 +26,19 @@ class CountingOps(CueOps):
         super().pwrite_all(fd, data, offset)
 
 
+async def survives_restart(path: Path, expected: dict[FileID, bytes], absent: tuple[FileID, ...] = ()) -> None:
+    """Reopen the store (a rescan of what is on disk) and check what it serves."""
+    store = await open_store(path)
+    try:
+        for fid, data in expected.items():
+            assert await store.get(fid) == data
+        for fid in absent:
+            with pytest.raises(NotFound):
+                store.lookup(fid)
+    finally:
+        await store.aclose()
+
+
 async def test_concurrent_small_writes_share_one_pwrite_and_fsync_and_all_survive_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -41,15 +54,11 @@ async def test_concurrent_small_writes_share_one_pwrite_and_fsync_and_all_surviv
         ops.gate.set()
     assert ops.pwrites - before <= 3, ops.pwrites - before  # 40 needles, a couple of writes
     assert ops.ok_syncs() <= 3
-    for fid in fids:
-        assert await store.get(fid) == payload(fid.key, 1000 + fid.key)
+    expected = {fid: payload(fid.key, 1000 + fid.key) for fid in fids}
+    for fid, data in expected.items():
+        assert await store.get(fid) == data
     await store.aclose()
-    store = await open_store(tmp_path)
-    try:
-        for fid in fids:
-            assert await store.get(fid) == payload(fid.key, 1000 + fid.key)
-    finally:
-        await store.aclose()
+    await survives_restart(tmp_path, expected)
 
 
 async def test_a_writer_cancelled_while_waiting_takes_its_needle_back_and_the_others_are_stored(
@@ -83,12 +92,8 @@ async def test_a_writer_cancelled_while_waiting_takes_its_needle_back_and_the_ot
     volume = store.active
     assert volume is not None and volume.inflight == 0
     await store.aclose()
-    store = await open_store(tmp_path)  # it was never written: a rescan does not find it either
-    try:
-        with pytest.raises(NotFound):
-            store.lookup(doomed)
-    finally:
-        await store.aclose()
+    # it was never written: a rescan does not find it either
+    await survives_restart(tmp_path, {FileID(1, k, k): payload(k, 500) for k in (1, 2, 3)}, (doomed,))
 
 
 async def test_a_failed_group_fsync_fails_every_member_and_their_retries_land_elsewhere(
@@ -119,12 +124,7 @@ async def test_a_failed_group_fsync_fails_every_member_and_their_retries_land_el
         assert await put(store, FileID(1, key, key), payload(key, 300)) is True
         assert store.lookup(FileID(1, key, key)).volume != failed.volume_id
     await store.aclose()
-    store = await open_store(tmp_path)
-    try:
-        for key in range(1, 12):
-            assert await store.get(FileID(1, key, key)) == payload(key, 300)
-    finally:
-        await store.aclose()
+    await survives_restart(tmp_path, {FileID(1, k, k): payload(k, 300) for k in range(1, 12)})
 
 
 async def test_small_needles_rotate_volumes_when_the_active_one_is_full(tmp_path: Path) -> None:

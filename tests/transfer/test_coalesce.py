@@ -5,7 +5,7 @@ real processes in tests/object/test_coalescing.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
@@ -43,15 +43,22 @@ class Peer:
             self.in_flight -= 1
 
 
+def recorder(coalescer: Coalescer[int, int], outcomes: dict[int, object]) -> Callable[[int], Awaitable[None]]:
+    """A caller that records its item's outcome: the result, or the ArkorError it raised."""
+    async def call(i: int) -> None:
+        try:
+            outcomes[i] = await coalescer.submit(i)
+        except ArkorError as exc:
+            outcomes[i] = exc
+    return call
+
+
 async def test_concurrent_calls_share_a_request_and_each_gets_its_own_answer() -> None:
     peer = Peer()
-    results: dict[int, int] = {}
+    results: dict[int, object] = {}
     async with trio.open_nursery() as background:
         coalescer: Coalescer[int, int] = Coalescer(background, peer.send, kind="test", concurrency=1)
-
-        async def call(i: int) -> None:
-            results[i] = await coalescer.submit(i)
-
+        call = recorder(coalescer, results)
         async with trio.open_nursery() as callers:
             for i in range(50):
                 callers.start_soon(call, i)
@@ -67,12 +74,7 @@ async def test_a_failing_member_fails_alone() -> None:
     outcomes: dict[int, object] = {}
     async with trio.open_nursery() as background:
         coalescer: Coalescer[int, int] = Coalescer(background, peer.send, kind="test", concurrency=1)
-
-        async def call(i: int) -> None:
-            try:
-                outcomes[i] = await coalescer.submit(i)
-            except ArkorError as exc:
-                outcomes[i] = exc
+        call = recorder(coalescer, outcomes)
 
         async with trio.open_nursery() as callers:
             for i in range(8):
@@ -89,12 +91,7 @@ async def test_a_failed_exchange_is_raised_to_every_member_of_that_batch_only() 
     outcomes: dict[int, object] = {}
     async with trio.open_nursery() as background:
         coalescer: Coalescer[int, int] = Coalescer(background, peer.send, kind="test", concurrency=1)
-
-        async def call(i: int) -> None:
-            try:
-                outcomes[i] = await coalescer.submit(i)
-            except ArkorError as exc:
-                outcomes[i] = exc
+        call = recorder(coalescer, outcomes)
 
         async with trio.open_nursery() as callers:
             callers.start_soon(call, 0)
