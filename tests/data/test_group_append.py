@@ -26,7 +26,9 @@ class CountingOps(CueOps):
         super().pwrite_all(fd, data, offset)
 
 
-async def survives_restart(path: Path, expected: dict[FileID, bytes], absent: tuple[FileID, ...] = ()) -> None:
+async def survives_restart(
+    path: Path, expected: dict[FileID, bytes], absent: tuple[FileID, ...] = ()
+) -> None:
     """Reopen the store (a rescan of what is on disk) and check what it serves."""
     store = await open_store(path)
     try:
