@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ from arkor.object.lfs.storage import LFS_BUCKET, LFS_PREFIX, Repo, repo_from_par
 from arkor.transfer.contracts import Registry
 from arkor.web import semantics
 from arkor.web.asgi import ClientDisconnected, Request, Response, StreamRouter
+from arkor.web.request_id import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class LfsRoutes:
         """LFS-shaped errors (message + request_id, LFS media type) for everything `handler` raises."""
 
         async def run(request: Request) -> Response:
-            request_id = uuid.uuid4().hex[:16]
+            request_id = new_request_id()
             try:
                 return await handler(request)
             except ArkorError as exc:
@@ -252,7 +252,7 @@ class LfsRoutes:
         headers.append(("content-length", str(end - start + 1 if record.size else 0)))
         if request.method == "HEAD" or record.size == 0:
             return Response(status=status, headers=headers, body=b"")
-        request_id = uuid.uuid4().hex[:16]
+        request_id = new_request_id()
         return Response(status=status, headers=headers, body=self.service.open_read(record, start, end),
                         open_error=lambda exc: self._error(exc, request_id))  # LFS-shaped 503
 
@@ -281,7 +281,7 @@ class LfsRoutes:
             if exc.status != 409:
                 raise
             existing, _ = await self.registry.list_locks(repo.full_name, path=path, limit=1)
-            request_id = uuid.uuid4().hex[:16]
+            request_id = new_request_id()
             extra = {"lock": protocol.lock_json(existing[0])} if existing else {}
             return self._error(
                 Conflict(f"already created lock for {path}", code=exc.code), request_id, **extra

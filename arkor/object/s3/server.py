@@ -10,7 +10,6 @@ v1 listener (`request_lifecycle`: a nursery per request, bounded drain of a body
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from arkor.web.asgi import (
     send_response,
 )
 from arkor.web.metrics import instrument
+from arkor.web.request_id import new_request_id
 from arkor.web.serve import serve_app
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class S3App:
         if scope["type"] != "http":
             return
         request = make_request(scope, receive)
-        request_id = secrets.token_hex(8).upper()
+        request_id = new_request_id()
         resource = request.raw_path
         try:
             bucket, key = address(request, self.domain)
