@@ -12,28 +12,36 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
     """Yield `size`-byte pieces of `source` in order; the last one may be shorter. An empty
-    source yields nothing."""
+    source yields nothing. Each piece is copied once (one join of the chunks it spans)."""
     if size <= 0:
         raise ValueError("fragment size must be positive")
-    buf = bytearray()
+    parts: list[bytes | memoryview] = []
+    have = 0
     try:
         async for chunk in source:
             if not chunk:
                 continue
-            if not buf and len(chunk) == size:
-                yield bytes(chunk)  # already exactly one fragment: no copy into the buffer
+            if not isinstance(chunk, bytes):
+                chunk = bytes(chunk)  # a mutable buffer may be reused by its source: keep a copy
+            if not parts and len(chunk) == size:
+                yield chunk  # already exactly one fragment: no copy at all
                 continue
-            buf += chunk
-            while len(buf) >= size:
-                piece = bytes(buf[:size])
-                del buf[:size]
-                yield piece
-        if buf:
-            yield bytes(buf)
+            view = memoryview(chunk)
+            while view:
+                take = min(size - have, len(view))
+                parts.append(view[:take])
+                have += take
+                view = view[take:]
+                if have == size:
+                    piece = b"".join(parts)
+                    parts, have = [], 0
+                    yield piece
+        if parts:
+            yield b"".join(parts)
     finally:
         # Free the partial fragment now: a failed upload's traceback keeps this frame (and a
         # full buffer) alive until the cyclic GC runs, which kept stalled uploads' memory.
-        buf.clear()
+        parts.clear()
 
 
 async def iter_bytes(data: bytes, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:
