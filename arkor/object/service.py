@@ -71,6 +71,9 @@ class ObjectService:
             hedge_delay=float(oc.hedgeDelay),
             lag_limit=float(oc.replicaLagLimit),
             slow_lag=float(oc.replicaSlowLag),
+            # Beyond each upload's first fragment (which the upload budget below admits), the
+            # fragments in flight of all uploads share a pool of the same size.
+            shared_fragments=int(oc.uploadBufferBudget) // int(oc.fragmentSize),
         )
         self.max_object_size = int(oc.maxObjectSize)
         self.budget = UploadBudget(int(oc.uploadBufferBudget), int(oc.fragmentSize))

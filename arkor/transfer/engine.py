@@ -3,12 +3,13 @@
 PUT (`upload`): the stream is cut into `fragment_size` pieces; MD5 (and optionally SHA-256) is
 computed in order on the way, CRC32C per fragment; each fragment is written to EVERY replica of one
 writable group at once, `in_flight` fragments at a time (`run_ordered`, so memory stays below
-(in_flight + 1) x fragment_size). A replica failing, timing out, or lagging its peers by more than
-`lag_limit` (when another group could take the fragment) abandons that group: the needle copies
-already written there go to the background `CleanupService` (not waited for) and the fragment is
-retried on another group at once; with no group left the upload fails with 503. Whatever an
-upload wrote is handed to the registry's reclaim queue when the upload fails or is cancelled
-(shielded, with a deadline), so nothing is left behind.
+(in_flight + 1) x fragment_size), and beyond each upload's first fragment at most
+`shared_fragments` in flight over all uploads of the process. A replica failing, timing out, or
+lagging its peers by more than `lag_limit` (when another group could take the fragment) abandons
+that group: the needle copies already written there go to the background `CleanupService` (not
+waited for) and the fragment is retried on another group at once; with no group left the upload
+fails with 503. Whatever an upload wrote is handed to the registry's reclaim queue when the upload
+fails or is cancelled (shielded, with a deadline), so nothing is left behind.
 
 GET (`open_read`, reader.py): the slices a byte range covers are fetched `read_ahead` at a time;
 each slice is read from one replica (`fetch`): healthy replicas first; if the first has not
@@ -106,6 +107,7 @@ class TransferEngine:
         lag_limit: float = 1.0,
         slow_lag: float = 0.1,
         health: HealthTracker | None = None,
+        shared_fragments: int = 0,
     ) -> None:
         self.registry = registry
         self.replica_factory = replica_factory
@@ -123,6 +125,9 @@ class TransferEngine:
         self.keys = KeyLease(registry, lease_size=lease_size)
         self.cleanup = CleanupService(registry, replica_factory, deadline=CLEANUP_DEADLINE)
         self.hash_limiter = trio.CapacityLimiter(hash_threads)
+        # Fragments in flight beyond each upload's first, summed over all uploads (0: no bound
+        # but each upload's own `in_flight`): what keeps memory bounded under many uploads.
+        self.fragment_pool = trio.CapacityLimiter(shared_fragments) if shared_fragments > 0 else None
 
     # --- hashing --------------------------------------------------------------------------------
     async def _run_hash(self, fn: Any, *args: Any) -> Any:
@@ -164,7 +169,8 @@ class TransferEngine:
             fragments.append(fragment)
 
         try:
-            await run_ordered(hashed(), store, limit=self.in_flight, sink=collect)
+            await run_ordered(hashed(), store, limit=self.in_flight, sink=collect,
+                              shared=self.fragment_pool)
         except BaseException:
             await self.discard(state.written)
             raise

@@ -51,13 +51,25 @@ async def run_ordered(
     *,
     limit: int,
     sink: Callable[[R], Awaitable[None]],
+    shared: trio.CapacityLimiter | None = None,
 ) -> int:
-    """Map `fn` over `source` with at most `limit` items alive; returns the number of items."""
+    """Map `fn` over `source` with at most `limit` items alive; returns the number of items.
+
+    `shared` bounds the sum over many concurrent calls: every item after a call's first also
+    takes a token of it (waiting, not failing, when none is free) from before it is pulled until
+    it is sunk, so the calls together hold at most (calls + tokens) items. A call always gets its
+    first item without a token, so it can finish and give its tokens back: no deadlock."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     slots = trio.Semaphore(limit)
     send, recv = trio.open_memory_channel[_Slot[R]](limit)
     count = 0
+    held: set[_Slot[R]] = set()  # slots holding a `shared` token: all given back in the end
+
+    def give_back(slot: _Slot[R]) -> None:
+        if shared is not None and slot in held:
+            held.discard(slot)
+            shared.release_on_behalf_of(slot)
 
     async def run_one(slot: _Slot[R], index: int, item: T) -> None:
         slot.value = await fn(index, item)
@@ -73,12 +85,16 @@ async def run_ordered(
             try:
                 while True:
                     await slots.acquire()
+                    slot: _Slot[R] = _Slot()
+                    if shared is not None and count > 0:
+                        await shared.acquire_on_behalf_of(slot)
+                        held.add(slot)
                     try:
                         item = await iterator.__anext__()
                     except StopAsyncIteration:
+                        give_back(slot)
                         slots.release()
                         return
-                    slot: _Slot[R] = _Slot()
                     nursery.start_soon(run_one, slot, count, item)
                     count += 1
                     await send.send(slot)
@@ -95,7 +111,11 @@ async def run_ordered(
                     await slot.done.wait()
                     value, slot.value = slot.value, None
                     await sink(value)
+                    give_back(slot)
                     slots.release()
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    finally:
+        for slot in list(held):  # failed or cancelled: tokens of items never sunk
+            give_back(slot)
     return count
