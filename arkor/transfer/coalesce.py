@@ -8,8 +8,10 @@ and an idle system pays only a task hop.
 
 Semantics, for the callers (trio's cancellation rules, docs/reliability.md "Coalescing"):
 - `submit` returns the item's own result or raises the item's own error: one member failing does
-  not fail the others. A failure of the whole exchange (peer unreachable, timeout) is raised to
-  every member of that batch, exactly as a single call would have raised it.
+  not fail the others. A failure of the whole exchange is raised to every member of that batch,
+  exactly as a single call would have raised it; when it says the peer is unavailable
+  (unreachable, timed out: ServiceUnavailable), the calls waiting for the next batch get it too,
+  at once, rather than each waiting for the same failure.
 - A caller cancelled before its batch is sent is left out of it. A caller cancelled after that is
   not waited for, but its item may still take effect (as a cancelled single request may): callers
   must already treat "cancelled" as "unknown outcome" (the engine reclaims every fid it created).
@@ -136,6 +138,18 @@ class Coalescer(Generic[T, R]):
                 except trio.WouldBlock:
                     break
 
+    def _fail_waiting(self, exc: BaseException) -> None:
+        """The peer is unreachable (or timed out): the calls waiting for the next batch would only
+        wait for the same failure, so they get it now and their callers fail over at once."""
+        if self._carry is not None:
+            self._carry.settle(exc)
+            self._carry = None
+        while True:
+            try:
+                self._out.receive_nowait().settle(exc)
+            except trio.WouldBlock:
+                return
+
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
         self._metric.observe(len(batch))
         outcomes: Sequence[R | BaseException] = []
@@ -147,6 +161,8 @@ class Coalescer(Generic[T, R]):
                 )
         except Exception as exc:  # noqa: BLE001 - the exchange failed: every member gets it
             outcomes = [exc] * len(batch)
+            if isinstance(exc, ServiceUnavailable):
+                self._fail_waiting(exc)
         finally:
             self._slots.release()
             gone = ServiceUnavailable(f"{self.kind}: the batch was cancelled")

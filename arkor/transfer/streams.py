@@ -12,36 +12,31 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
     """Yield `size`-byte pieces of `source` in order; the last one may be shorter. An empty
-    source yields nothing. Each piece is copied once (one join of the chunks it spans)."""
+    source yields nothing. The partial fragment is one bytearray (one allocation, returned to the
+    system as a whole when an upload stalls and dies; a list of the source's small chunks was
+    not), and each piece is copied out of it once."""
     if size <= 0:
         raise ValueError("fragment size must be positive")
-    parts: list[bytes | memoryview] = []
-    have = 0
+    buf = bytearray()
     try:
         async for chunk in source:
             if not chunk:
                 continue
-            if not isinstance(chunk, bytes):
-                chunk = bytes(chunk)  # a mutable buffer may be reused by its source: keep a copy
-            if not parts and len(chunk) == size:
-                yield chunk  # already exactly one fragment: no copy at all
+            if not buf and len(chunk) == size:
+                yield bytes(chunk)  # already exactly one fragment: no copy into the buffer
                 continue
-            view = memoryview(chunk)
-            while view:
-                take = min(size - have, len(view))
-                parts.append(view[:take])
-                have += take
-                view = view[take:]
-                if have == size:
-                    piece = b"".join(parts)
-                    parts, have = [], 0
-                    yield piece
-        if parts:
-            yield b"".join(parts)
+            buf += chunk
+            while len(buf) >= size:
+                with memoryview(buf) as view:
+                    piece = bytes(view[:size])
+                del buf[:size]
+                yield piece
+        if buf:
+            yield bytes(buf)
     finally:
         # Free the partial fragment now: a failed upload's traceback keeps this frame (and a
         # full buffer) alive until the cyclic GC runs, which kept stalled uploads' memory.
-        parts.clear()
+        buf.clear()
 
 
 async def iter_bytes(data: bytes, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:

@@ -36,8 +36,9 @@ class Peer:
         try:
             await self.gate.wait()
             await trio.sleep(0.01)
-            if self.fail_whole is not None:
-                raise self.fail_whole
+            if self.fail_whole is not None:  # this batch only
+                failure, self.fail_whole = self.fail_whole, None
+                raise failure
             return [NotFound(f"item {i}") if i in self.refuse else i * 10 for i in items]
         finally:
             self.in_flight -= 1
@@ -85,10 +86,14 @@ async def test_a_failing_member_fails_alone() -> None:
     assert any(3 in batch and len(batch) > 1 for batch in peer.batches)
 
 
-async def test_a_failed_exchange_is_raised_to_every_member_of_that_batch_only() -> None:
+@pytest.mark.parametrize("unavailable", [True, False])
+async def test_a_failed_exchange_fails_its_batch_and_an_unavailable_peer_the_waiting_too(
+    unavailable: bool,
+) -> None:
     peer = Peer()
     peer.gate = trio.Event()
     outcomes: dict[int, object] = {}
+    failure = ServiceUnavailable("peer gone") if unavailable else ArkorError("bad answer", status=502)
     async with trio.open_nursery() as background:
         coalescer: Coalescer[int, int] = Coalescer(background, peer.send, kind="test", concurrency=1)
         call = recorder(coalescer, outcomes)
@@ -99,18 +104,19 @@ async def test_a_failed_exchange_is_raised_to_every_member_of_that_batch_only() 
             for i in range(1, 5):
                 callers.start_soon(call, i)
             await trio.testing.wait_all_tasks_blocked()
-            peer.fail_whole = ServiceUnavailable("peer gone")
+            peer.fail_whole = failure  # the batch on the wire fails; a next one would go through
             peer.gate.set()
-            await trio.sleep(0.05)
-            peer.fail_whole = None  # the next batch goes through
         background.cancel_scope.cancel()
     assert peer.batches[0] == [0]
-    failed = {i for i, o in outcomes.items() if isinstance(o, ServiceUnavailable)}
-    assert 0 in failed
+    failed = {i for i, o in outcomes.items() if isinstance(o, ArkorError)}
+    if unavailable:  # the waiting calls failed at once with it, without being sent
+        assert failed == {0, 1, 2, 3, 4} and len(peer.batches) == 1
+    else:  # only the batch it belonged to; the waiting calls went in the next batch
+        assert failed == {0} and outcomes == {0: outcomes[0], 1: 10, 2: 20, 3: 30, 4: 40}
     # Each member raised its own copy (separate tracebacks), with the exchange's message.
-    errors = [o for o in outcomes.values() if isinstance(o, ServiceUnavailable)]
+    errors = [o for o in outcomes.values() if isinstance(o, ArkorError)]
     assert len({id(e) for e in errors}) == len(errors)
-    assert all("peer gone" in str(e) for e in errors)
+    assert all(str(failure) in str(e) for e in errors)
 
 
 async def test_a_member_cancelled_before_sending_is_left_out_and_the_others_are_served() -> None:
