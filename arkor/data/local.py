@@ -6,16 +6,10 @@ HTTP hop; behaviour and errors are those of `HttpReplica` against the same store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-from arkor.data.store import NeedleStore
+from arkor.data.store import NeedleStore, one_chunk
 from arkor.errors import CorruptNeedle
 from arkor.fileid import FileID
 from arkor.model import NeedleInfo
-
-
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class LocalReplica:
@@ -27,7 +21,7 @@ class LocalReplica:
         return f"LocalReplica({self.url or self.store.directory})"
 
     async def put_needle(self, fid: FileID, data: bytes, crc32c: int) -> None:
-        await self.store.put(fid, _single(bytes(data)), len(data), crc32c)
+        await self.store.put(fid, one_chunk(data), len(data), crc32c)
 
     async def get_needle(
         self, fid: FileID, offset: int = 0, length: int | None = None, *, size: int | None = None,

@@ -397,7 +397,7 @@ class NeedleStore:
             vfile.release()
             raise
         if data is not None:
-            chunks = _one_chunk(data[start:end])
+            chunks = one_chunk(data[start:end])
         else:
             chunks = self._chunks(fid, vfile.fd, entry, start, end)
         released = False
@@ -477,7 +477,8 @@ class NeedleStore:
             return await compaction.compact(self, min_garbage_ratio, min_active_fill)
 
 
-async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """Bytes already in memory as the chunk stream `put` and readers take."""
     if data:
         yield data
 

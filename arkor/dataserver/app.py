@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from arkor import batchwire
 from arkor.config import Config, DataConfig
 from arkor.data.repair import Repairer
-from arkor.data.store import NeedleStore, SizeMismatch
+from arkor.data.store import NeedleStore, SizeMismatch, one_chunk
 from arkor.errors import ArkorError, BadRequest, LengthRequired, RangeNotSatisfiable
 from arkor.fileid import FileID
 from arkor.security import (
@@ -31,6 +29,7 @@ from arkor.security import (
     declared_digest,
     digest_of,
 )
+from arkor.transfer.coalesce import each_alone
 from arkor.web import semantics
 from arkor.web.asgi import ASGIApp, Request, Response, StreamRouter, decoded
 from arkor.web.role import control_app, role_app
@@ -162,17 +161,11 @@ def build_app(
             if fid.group != data.group:
                 raise BadRequest(f"file ID {fid} belongs to group {fid.group}, this server to {data.group}",
                                  code="wrong_group")
-        outcomes: list[Any] = [None] * len(items)
+        async def put_one(item: tuple[FileID, memoryview, int]) -> dict[str, bool]:
+            fid, view, crc = item
+            return {"created": await store.put(fid, one_chunk(bytes(view)), len(view), crc)}
 
-        async def put_one(index: int, fid: FileID, view: memoryview, crc: int) -> None:
-            try:
-                outcomes[index] = {"created": await store.put(fid, _single(view), len(view), crc)}
-            except ArkorError as exc:
-                outcomes[index] = exc
-
-        async with trio.open_nursery() as nursery:
-            for index, (fid, view, crc) in enumerate(items):
-                nursery.start_soon(put_one, index, fid, view, crc)
+        outcomes = await each_alone(items, put_one)
         return Response.json({"results": [batchwire.outcome_json(o) for o in outcomes]})
 
     async def get_batch(request: Request) -> Response:
@@ -180,25 +173,18 @@ def build_app(
         carries its cookie. Each read is verified as by `get_needle`; one outcome per read."""
         raw = await request.read_json(max_size=READ_BATCH_JSON_MAX, chunk_timeout=float(data.bodyTimeout))
         items = batchwire.decode_reads(raw, max_length=BATCH_READ_MAX)
-        outcomes: list[Any] = [None] * len(items)
-        parts: list[bytes] = [b""] * len(items)
+        async def read_one(item: tuple[FileID, int, int]) -> tuple[dict[str, int], bytes]:
+            fid, offset, length = item
+            entry = store.lookup(fid)
+            if offset >= entry.size and entry.size:
+                raise RangeNotSatisfiable(f"offset {offset} is past the needle's {entry.size} bytes")
+            data = await store.get(fid, offset, length)
+            return {"length": len(data), "size": entry.size, "crc32c": entry.crc32c}, data
 
-        async def read_one(index: int, fid: FileID, offset: int, length: int) -> None:
-            try:
-                entry = store.lookup(fid)
-                if offset >= entry.size and entry.size:
-                    raise RangeNotSatisfiable(f"offset {offset} is past the needle's {entry.size} bytes")
-                parts[index] = await store.get(fid, offset, length)
-                outcomes[index] = {"length": len(parts[index]), "size": entry.size, "crc32c": entry.crc32c}
-            except ArkorError as exc:
-                outcomes[index] = exc
-
-        async with trio.open_nursery() as nursery:
-            for index, (fid, offset, length) in enumerate(items):
-                nursery.start_soon(read_one, index, fid, offset, length)
-        head = {"results": [batchwire.outcome_json(o) for o in outcomes]}
-        body = batchwire.encode_framed(head, [p for p, o in zip(parts, outcomes, strict=True)
-                                              if not isinstance(o, ArkorError)])
+        outcomes = await each_alone(items, read_one)
+        head = {"results": [batchwire.outcome_json(o if isinstance(o, BaseException) else o[0])
+                            for o in outcomes]}
+        body = batchwire.encode_framed(head, [o[1] for o in outcomes if not isinstance(o, BaseException)])
         return Response(status=200, headers=[("content-type", batchwire.NEEDLE_BATCH_TYPE)], body=body)
 
     async def get_needle(request: Request) -> Response:
@@ -234,10 +220,6 @@ def build_app(
     router.add("/needle-batch", ["POST"], put_batch)
     router.add("/needle-reads", ["POST"], get_batch)
     return role_app("data", router, _control_app(state)), state
-
-
-async def _single(view: memoryview) -> Any:
-    yield view
 
 
 def _control_app(state: ServerState) -> Any:

@@ -17,10 +17,11 @@ from typing import Any
 import trio
 
 from arkor import batchwire
-from arkor.errors import ArkorError, BadRequest, ServiceUnavailable
+from arkor.errors import BadRequest, ServiceUnavailable
 from arkor.model import Fragment, PartInfo, ServerInfo
 from arkor.registry.service import RegistryService
 from arkor.security import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, Verifier, check_body, declared_digest
+from arkor.transfer.coalesce import each_alone
 from arkor.transfer.registry_calls import (
     DEFAULT_LIST_LIMIT,
     DEFAULT_LOCK_LIMIT,
@@ -159,21 +160,16 @@ def build_app(service: RegistryService, secret: bytes) -> ASGIApp:
     async def each(items: list[Any], call: Callable[[Any], Awaitable[Any]]) -> Response:
         """Run `call` on every item concurrently (the store groups them: one SQLite transaction
         or thread hop for many); one outcome each, a failing item fails alone."""
-        outcomes: list[Any] = [None] * len(items)
-
-        async def one(index: int, item: Any) -> None:
+        async def one(item: Any) -> Any:
             try:
-                outcomes[index] = (await call(item)).to_json()
-            except ArkorError as exc:
-                outcomes[index] = exc
+                return (await call(item)).to_json()
             except errors as exc:
                 log.warning("metadata store error in a batch: %r", exc)
-                outcomes[index] = ServiceUnavailable(
-                    f"metadata store unavailable: {type(exc).__name__}", code="metadata_unavailable")
+                raise ServiceUnavailable(
+                    f"metadata store unavailable: {type(exc).__name__}", code="metadata_unavailable"
+                ) from None
 
-        async with trio.open_nursery() as nursery:
-            for index, item in enumerate(items):
-                nursery.start_soon(one, index, item)
+        outcomes = await each_alone(items, one)
         return Response.json({"results": [batchwire.outcome_json(o) for o in outcomes]})
 
     @route(f"{PREFIX}/lookups", ["POST"])

@@ -173,8 +173,9 @@ class Coalescer(Generic[T, R]):
 async def each_alone(
     items: Sequence[T], call: Callable[[T], Awaitable[R]]
 ) -> list[R | BaseException]:
-    """`call` on every item concurrently, as separate requests: the outcomes a batch sender
-    returns when a batch has one item, or the peer has no batch route (an older release)."""
+    """`call` on every item concurrently; each outcome is the item's result or the ArkorError it
+    raised, so one item failing fails alone. What a batch sender returns for items sent one by
+    one (a batch of one, a peer without the batch route), and how the servers run a batch."""
     outcomes: list[R | BaseException] = [ServiceUnavailable("not sent")] * len(items)
 
     async def one(index: int, item: T) -> None:
