@@ -101,19 +101,19 @@ def _read_scattered(fd: int, entry: Entry) -> bytes | None:
     if (len(header), len(data), len(trailer)) != (nd.HEADER_SIZE, entry.size, nd.TRAILER_SIZE):
         return None
     _check_header(header, entry)
-    stored = int.from_bytes(trailer, "little")
-    actual = crc32c(data)
-    if actual != stored or actual != entry.crc32c:
-        raise CorruptNeedle(f"needle {entry.key:x} failed its CRC32C check")
-    return data
+    return _check_data(data, trailer, entry)
 
 
 def _check_whole(raw: bytes | bytearray, entry: Entry) -> bytes:
     _check_header(raw, entry)
     data = bytes(memoryview(raw)[nd.HEADER_SIZE : nd.HEADER_SIZE + entry.size])  # the one copy
-    stored = int.from_bytes(raw[-4:], "little")
+    return _check_data(data, raw[-nd.TRAILER_SIZE:], entry)
+
+
+def _check_data(data: bytes, trailer: bytes | bytearray, entry: Entry) -> bytes:
+    """`data` when its CRC32C matches both the needle's trailer and the index entry."""
     actual = crc32c(data)
-    if actual != stored or actual != entry.crc32c:
+    if actual != int.from_bytes(trailer, "little") or actual != entry.crc32c:
         raise CorruptNeedle(f"needle {entry.key:x} failed its CRC32C check")
     return data
 
