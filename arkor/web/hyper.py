@@ -16,6 +16,10 @@ Why not plain `hypercorn.trio.serve`:
 - a response head is held until the first body bytes (or the end of the message) and written with
   them: a small answer is one `send` instead of three (head, body, and the empty end of a
   Content-Length body), which was most of the server's cost per small GET.
+- keep-alive: hypercorn restarts an idle-timeout task for every request (a lock and a
+  `nursery.start`, about 6 % of a small GET's CPU) and keeps a connection whose client has gone
+  until that timeout. Here one watcher per connection follows a deadline each request moves, and
+  a connection whose client has closed is closed as soon as its request is done.
 - hypercorn answers `Expect: 100-continue` before the app runs. Here `100 Continue` goes out when
   the app first asks for the body, that is after its auth, size and precondition checks; an app
   that answers without reading gets its answer out and the connection closed.
@@ -24,6 +28,7 @@ Why not plain `hypercorn.trio.serve`:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from http import HTTPStatus
@@ -245,6 +250,47 @@ class GuardedTCPServer(TCPServer):
     def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = max_head_bytes
+        # Keep-alive: hypercorn starts a new idle-timeout task for every request (a lock and a
+        # `nursery.start` each, 6 % of a small GET); here one task per connection waits on a
+        # deadline that each request moves (`_watch_idle`).
+        self.idle_scope = trio.CancelScope(deadline=trio.current_time() + self.config.keep_alive_timeout)
+        self.busy = False
+        self.went_idle: trio.Event | None = None  # set when a request ends, if the watcher waits
+        self.reading_ended = False
+
+    async def _watch_idle(self) -> None:
+        """Close the connection once it has been idle for `keep_alive_timeout`, or when the
+        server shuts down while it is idle; never while a request is in progress."""
+        with self.idle_scope:
+            while True:
+                await self.context.terminated.wait()
+                if not self.busy:
+                    break
+                self.went_idle = trio.Event()
+                await self.went_idle.wait()
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
+
+    def _set_idle(self, idle: bool) -> None:
+        self.busy = not idle
+        if not idle:
+            self.idle_scope.deadline = math.inf
+            return
+        if self.reading_ended:  # the client has gone: nothing more can come
+            self.idle_scope.deadline = -math.inf
+        else:
+            self.idle_scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+        if self.went_idle is not None:
+            self.went_idle.set()
+            self.went_idle = None
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self.reading_ended = True
+            if not self.busy:
+                self.idle_scope.deadline = -math.inf
 
     async def run(self) -> None:
         try:
@@ -271,7 +317,7 @@ class GuardedTCPServer(TCPServer):
                     max_head_bytes=self.max_head_bytes,
                 )
                 await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                task_group._nursery.start_soon(self._watch_idle)  # type: ignore[union-attr]
                 await self._read_data()
         except OSError:
             pass
@@ -279,6 +325,11 @@ class GuardedTCPServer(TCPServer):
             await self._close()
 
     async def protocol_send(self, event: Any) -> None:
+        if isinstance(event, Updated):
+            self._set_idle(event.idle)
+            return
+        if isinstance(event, Closed):
+            self.idle_scope.cancel()  # the connection is done: nothing left to watch
         try:
             await super().protocol_send(event)
         except trio.BusyResourceError:

@@ -60,3 +60,44 @@ async def test_a_head_whose_body_never_comes_is_still_written_when_the_stream_cl
     await proto.stream_send(Response(stream_id=1, status_code=200, headers=[(b"content-length", b"9")]))
     await proto.stream_send(StreamClosed(stream_id=1))
     assert writes and writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+# `send_response`: the ASGI messages a streamed body becomes.
+
+async def _messages(response: Any, *, head: bool = False) -> list[dict[str, Any]]:
+    from arkor.web.asgi import send_response
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await send_response(send, response, head=head)
+    return sent
+
+
+def _streamed(chunks: list[bytes], headers: list[tuple[str, str]]) -> Any:
+    from arkor.web.asgi import Response
+
+    async def body() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    return Response(200, headers, body())
+
+
+async def test_the_chunk_that_completes_the_declared_length_ends_the_message() -> None:
+    sent = await _messages(_streamed([b"abc", b"", b"de"], [("content-length", "5")]))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body", "http.response.body"]
+    assert sent[1] == {"type": "http.response.body", "body": b"abc", "more_body": True}
+    assert sent[2] == {"type": "http.response.body", "body": b"de"}  # the end, no empty message
+
+
+async def test_without_a_declared_length_or_with_an_empty_body_an_empty_message_ends_it() -> None:
+    sent = await _messages(_streamed([b"abc"], []))
+    assert sent[-2:] == [{"type": "http.response.body", "body": b"abc", "more_body": True},
+                         {"type": "http.response.body", "body": b""}]
+    sent = await _messages(_streamed([], [("content-length", "0")]))
+    assert sent[-1] == {"type": "http.response.body", "body": b""} and len(sent) == 2
+    sent = await _messages(_streamed([b"abc"], [("content-length", "3")]), head=True)
+    assert sent[-1] == {"type": "http.response.body", "body": b""} and len(sent) == 2
