@@ -135,7 +135,7 @@ class StrictH11Protocol(H11Protocol):
         # `Expect: 100-continue` (an error, or an empty body) only as "HTTP/1.1 200 OK", and
         # hypercorn sends "HTTP/1.1 200 " (aws-cli and boto3 then fail with ConnectionClosedError).
         if isinstance(event, (h11.Response, h11.InformationalResponse)) and not event.reason:
-            event = type(event)(status_code=event.status_code, headers=list(event.headers),
+            event = type(event)(status_code=event.status_code, headers=event.headers,  # validated
                                 reason=_reason(event.status_code))
         try:
             data = self.connection.send(event)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from functools import partial
 from typing import Any
 
@@ -23,9 +25,24 @@ from arkor.web.hyper import serve_listeners
 log = logging.getLogger(__name__)
 
 
+class _Config(HypercornConfig):
+    """hypercorn's settings, with the headers it adds to every response built once a second (it
+    formats the Date for each one) and without `Server` (no need to tell what answers)."""
+
+    _second = -1
+    _headers: list[tuple[bytes, bytes]] = []
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            self._headers = [(b"date", formatdate(now, usegmt=True).encode("ascii"))]
+            self._second = now
+        return self._headers
+
+
 def hypercorn_config(http: HttpConfig, bind: str) -> HypercornConfig:
     """`bind` is ``host:port`` or ``fd://N`` (an inherited listening socket for worker processes)."""
-    cfg = HypercornConfig()
+    cfg = _Config()
     cfg.bind = [bind]
     cfg.keep_alive_timeout = float(http.keepAliveTimeout)
     cfg.keep_alive_max_requests = 100_000
