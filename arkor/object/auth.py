@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -64,6 +65,7 @@ class Principal:
         return any(p == "*" or fnmatchcase(resource, p) for p in patterns)
 
 
+@functools.lru_cache(maxsize=1024)  # per request; few distinct peers
 def is_loopback(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])

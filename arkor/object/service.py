@@ -97,7 +97,7 @@ class ObjectService:
         with self.budget.reserve(size):  # 503 slow_down before any body byte is read
             body = paced(body, min_rate=self.min_rate, grace=self.rate_grace,
                          deadline=self.body_deadline, horizon=self.body_timeout)
-            result = await self.engine.upload(body, want_sha256=sha256 is not None)
+            result = await self.engine.upload(body, want_sha256=sha256 is not None, size=size)
         problem: ArkorError | None = None
         if size is not None and result.size != size:
             problem = BodySizeMismatch(f"body has {result.size} bytes, the declared size is {size}")

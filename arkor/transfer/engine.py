@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,10 +143,13 @@ class TransferEngine:
 
     # --- PUT ------------------------------------------------------------------------------------
     async def upload(
-        self, body: AsyncIterable[bytes], *, want_sha256: bool = False
+        self, body: AsyncIterable[bytes], *, want_sha256: bool = False, size: int | None = None
     ) -> UploadResult:
         """Store `body` as fragments on replica groups; on any failure or cancellation every
-        needle written is deleted or queued for reclaim before the error propagates."""
+        needle written is deleted or queued for reclaim before the error propagates.
+
+        `size`, when the caller knows it, only chooses the path: a body of at most one fragment
+        is stored inline (no pipeline tasks); whatever the body really holds is stored."""
         md5 = hashlib.md5()
         sha = hashlib.sha256() if want_sha256 else None
         state = _UploadState()
@@ -156,7 +160,7 @@ class TransferEngine:
             if sha is not None:
                 sha.update(piece)
 
-        async def hashed() -> AsyncIterator[bytes]:
+        async def hashed() -> AsyncGenerator[bytes, None]:
             async for piece in rechunk(body, self.fragment_size):
                 await self._run_hash(update, piece)
                 state.size += len(piece)
@@ -169,8 +173,13 @@ class TransferEngine:
             fragments.append(fragment)
 
         try:
-            await run_ordered(hashed(), store, limit=self.in_flight, sink=collect,
-                              shared=self.fragment_pool)
+            if size is not None and size <= self.fragment_size:
+                async with aclosing(hashed()) as pieces:  # one fragment (more only if the
+                    async for piece in pieces:           # body lied, then in turn)
+                        await collect(await store(0, piece))
+            else:
+                await run_ordered(hashed(), store, limit=self.in_flight, sink=collect,
+                                  shared=self.fragment_pool)
         except BaseException:
             await self.discard(state.written)
             raise
