@@ -12,6 +12,10 @@ the client programs' own cost (aws-cli is Python) can be told apart from the ser
   PUT and GET through the v1 API by httpx at rclone's concurrency (--transfers). rclone HEADs every
   object after its PUT unless `--no-head` (rclone --s3-no-head): two requests per object against
   v1's one, so run both ways to tell the client's habits from the server's cost.
+- small, one client: the same 4 KiB PUTs and GETs through both APIs by one client (`same_client`:
+  SigV4 headers computed beforehand against HTTP Basic), so the server's CPU per request shows
+  the cost of the S3 API itself apart from the clients' habits.
+v1 requests carry the access key's credentials (HTTP Basic), as in production.
 Prints a Markdown table and the S3/v1 cost ratios against the issue-12 goals: S3 costs at most 10 %
 more than v1 for large objects and 25 % more for small ones.
 """
@@ -19,6 +23,8 @@ more than v1 for large objects and 25 % more for small ones.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
 import shutil
 import statistics
@@ -33,10 +39,13 @@ import boto3
 import httpx
 import psutil
 import trio
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from arkor.config import parse_size
-from bench.common import MB, machine
+from bench.common import MB, RawHttp, machine, run_clients
 from tests.object.cluster import start_allinone
 
 ACCESS_KEY = "AKIDARKORBENCH000001"
@@ -104,10 +113,10 @@ def large(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
           env: dict[str, str]) -> dict[str, dict[str, float]]:
     src = work / "big.bin"
     if not src.exists():
-        with src.open("wb") as out:
+        with src.open("wb") as sink:
             left = args.big
             while left:
-                out.write(os.urandom(min(left, 1 << 24)))
+                sink.write(os.urandom(min(left, 1 << 24)))
                 left -= min(left, 1 << 24)
     aws = [str(BIN / "aws"), "--endpoint-url", s3_url, "s3", "cp", "--only-show-errors"]
     curl = ["curl", "-sS", "--fail", "-o", "/dev/null"]
@@ -129,7 +138,7 @@ def large(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
 
 async def v1_small(url: str, paths: list[str], files: list[Path], concurrency: int, method: str) -> None:
     todo = iter(zip(paths, files, strict=True))
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, auth=(ACCESS_KEY, SECRET_KEY)) as client:
         async def worker() -> None:
             for path, file in todo:
                 if method == "PUT":
@@ -181,6 +190,52 @@ def small(args: argparse.Namespace, work: Path, pid: int, s3_url: str, v1_url: s
     return {**first(), **second()}
 
 
+def same_client(args: argparse.Namespace, pid: int, s3_url: str, v1_url: str,
+                run_no: int) -> dict[str, dict[str, float]]:
+    """The small objects through both APIs by ONE client (bench.common.RawHttp, --transfers
+    keep-alive connections): S3 requests carry SigV4 headers computed beforehand by botocore (the
+    payload signed by its SHA-256, as aws-cli does over http), v1 requests HTTP Basic credentials.
+    The server's CPU per request is then the cost of the API itself, apart from each client's
+    habits (rclone's HEAD after every PUT, its pacing)."""
+    credentials = Credentials(ACCESS_KEY, SECRET_KEY)
+
+    def signed(method: str, path: str, body: bytes) -> dict[str, str]:
+        request = AWSRequest(method=method, url=f"http://bench{path}", data=body,
+                             headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+        SigV4Auth(credentials, "s3", REGION).add_auth(request)
+        return {k: v for k, v in request.headers.items() if k.lower() != "host"}
+
+    bodies = [os.urandom(4096) for _ in range(args.small)]
+    names = [f"/{BUCKET}/same{run_no}/o{i:05d}" for i in range(args.small)]
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{ACCESS_KEY}:{SECRET_KEY}".encode()).decode()}
+    plans = {
+        "PUT s3": (s3_url, [(n, signed("PUT", n, b), b) for n, b in zip(names, bodies, strict=True)]),
+        "PUT v1": (v1_url, [("/v1" + n + "-v1", basic, b) for n, b in zip(names, bodies, strict=True)]),
+        "GET s3": (s3_url, [(n, signed("GET", n, b""), b) for n, b in zip(names, bodies, strict=True)]),
+        "GET v1": (v1_url, [("/v1" + n + "-v1", basic, b) for n, b in zip(names, bodies, strict=True)]),
+    }
+
+    async def load(url: str, method: str, plan: list[tuple[str, dict[str, str], bytes]]) -> None:
+        todo = iter(plan)
+
+        async def worker(conn: RawHttp) -> None:
+            for path, headers, body in todo:
+                status, data = await conn.request(method, path, headers, body if method == "PUT" else b"")
+                if status not in (200, 201) or (method == "GET" and data != body):
+                    raise AssertionError(f"{method} {url}{path}: {status} {data!r:.300}")
+
+        await run_clients(url, args.transfers, worker)
+
+    out: dict[str, dict[str, float]] = {}
+    order = ("s3", "v1") if run_no % 2 else ("v1", "s3")
+    for method in ("PUT", "GET"):
+        for api in order:
+            url, plan = plans[f"{method} {api}"]
+            out[f"same {method} {api}"] = timed(pid, lambda u=url, m=method, p=plan: trio.run(  # type: ignore[misc]
+                load, u, m, p))
+    return out
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -201,13 +256,17 @@ def report(args: argparse.Namespace, runs: list[dict[str, dict[str, float]]]) ->
         kind, method, api = name.split()
         if kind == "large":
             rate = f"{args.big / fig['wall'] / MB:,.0f} MB/s"
+            kind = "large"
+        elif kind == "same":
+            kind = "small, one client"
+            rate = f"{args.small / fig['wall']:,.0f} obj/s"
         else:
             rate = f"{args.small / fig['wall']:,.0f} obj/s"
         print(f"| {kind} {method} | {api} | {fig['wall']:,.2f} | {rate} | {fig['cpu']:,.2f} |")
     print()
     print("| measure | S3/v1 wall | S3/v1 server CPU | CPU ratio per run | goal (S3 cost / v1) |")
     print("|---|---|---|---|---|")
-    for kind, goal in (("large", 1.10), ("small", 1.25)):
+    for kind, goal in (("large", 1.10), ("small", 1.25), ("same", 1.25)):
         for method in ("PUT", "GET"):
             s3, v1 = med.get(f"{kind} {method} s3"), med.get(f"{kind} {method} v1")
             if s3 and v1:
@@ -215,7 +274,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, dict[str, float]]]) ->
                 pairs = [(r[f"{kind} {method} s3"], r[f"{kind} {method} v1"])
                          for r in runs if f"{kind} {method} v1" in r]
                 each = ", ".join(f"{a['cpu'] / b['cpu']:.2f}" for a, b in pairs if b["cpu"] > 0)
-                print(f"| {kind} {method} | {s3['wall'] / v1['wall']:.2f} | {cpu} | {each} | <= {goal} |")
+                label = "small, one client" if kind == "same" else kind
+                print(f"| {label} {method} | {s3['wall'] / v1['wall']:.2f} | {cpu} | {each} | <= {goal} |")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -233,6 +293,7 @@ def main(args: argparse.Namespace) -> None:
         for run_no in range(args.runs):
             results = large(args, work, pid, s3_url, proc.url, env) if run_no < args.big_runs else {}
             results.update(small(args, work, pid, s3_url, proc.url, env, run_no))
+            results.update(same_client(args, pid, s3_url, proc.url, run_no))
             runs.append(results)
     finally:
         proc.stop()
