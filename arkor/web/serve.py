@@ -46,6 +46,9 @@ def hypercorn_config(http: HttpConfig, bind: str) -> HypercornConfig:
     cfg.bind = [bind]
     cfg.keep_alive_timeout = float(http.keepAliveTimeout)
     cfg.keep_alive_max_requests = 100_000
+    # Body events waiting for the app, per connection: 4 reads of 256 KiB (`arkor.web.hyper`),
+    # about hypercorn's 10 of 64 KiB.
+    cfg.max_app_queue_size = 4
     cfg.h11_max_incomplete_size = int(http.maxHeaderBytes)
     cfg.graceful_timeout = 5.0
     cfg.accesslog = None
