@@ -93,6 +93,9 @@ class HttpConfig:
     caFile: str = ""
     keepAliveTimeout: Duration = Duration(75.0)
     maxHeaderBytes: Size = Size(16 * 1024)
+    # Connections served at once per process (each may buffer about 1.25 MiB of body); past it,
+    # new ones wait in the listen backlog (arkor.web.admission).
+    maxConnections: int = 2048
 
 
 @dataclass

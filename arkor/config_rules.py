@@ -28,6 +28,8 @@ def validate(config: Config) -> None:
                 raise ConfigError(f"http.{key}: no such file {path!r}")
     if config.http.caFile and not Path(config.http.caFile).is_file():
         raise ConfigError(f"http.caFile: no such file {config.http.caFile!r}")
+    if config.http.maxConnections < 1:
+        raise ConfigError("http.maxConnections: must be at least 1")
     if not 1 <= config.cluster.replicas <= 9:
         raise ConfigError("cluster.replicas: must be between 1 and 9")
     if config.object.fragmentSize < 64 * 1024:

@@ -51,6 +51,8 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, wrap_app
 from prometheus_client import Counter
 
+from arkor.web.admission import Admission
+
 log = logging.getLogger(__name__)
 
 CONNECTION_ERRORS = Counter(
@@ -378,11 +380,21 @@ async def serve_listeners(
     listeners: Sequence[Any],
     *,
     max_head_bytes: int,
+    max_connections: int = 2048,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """hypercorn's `worker_serve` for TCP listeners (lifespan, graceful shutdown), with every
-    connection under `_guarded` and HTTP/1.1 through `StrictH11Protocol`."""
+    connection under `_guarded`, HTTP/1.1 through `StrictH11Protocol`, and at most
+    `max_connections` served at once (`arkor.web.admission`)."""
+    admission = Admission(max_connections)
+
+    async def handle(stream: Any) -> None:
+        try:
+            await _guarded(factory, stream)
+        finally:
+            admission.release(stream)
+
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: dict[str, Any] = {}
     lifespan = Lifespan(wrapped, config, lifespan_state)
@@ -403,7 +415,7 @@ async def serve_listeners(
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
                         partial(
-                            trio.serve_listeners, partial(_guarded, factory), list(listeners),
+                            trio.serve_listeners, handle, [admission.listener(x) for x in listeners],
                             handler_nursery=server_nursery,
                         )
                     )

@@ -101,6 +101,7 @@ async def serve_app(
         await nursery.start(
             partial(
                 serve_listeners, app, cfg, listeners, max_head_bytes=int(http.maxHeaderBytes),
+                max_connections=http.maxConnections,
                 shutdown_trigger=shutdown_trigger,
             )
         )

@@ -82,6 +82,7 @@ def test_a_data_server_on_every_address_must_say_how_it_is_reached() -> None:
         ("bogus: 1\n", "bogus: unknown key"),
         ("run:\n  runMode: prod\n", "cluster.secret"),
         ("http:\n  listenMode: https\n", "http.httpsCertFile: required"),
+        ("http:\n  maxConnections: 0\n", "http.maxConnections: must be at least 1"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
