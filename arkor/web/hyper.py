@@ -294,11 +294,15 @@ class GuardedTCPServer(TCPServer):
         one body event that crosses hypercorn, the app queue and the handler, so a large body
         costs a quarter of the events (the app queue is shortened to keep the bytes it may hold
         per connection about the same: `arkor.web.serve`)."""
+        read_timeout = self.config.read_timeout  # None (the default): no scope per read
         try:
             while True:
                 try:
-                    with trio.fail_after(self.config.read_timeout or math.inf):
+                    if read_timeout is None:
                         data = await self.stream.receive_some(READ_SIZE)
+                    else:
+                        with trio.fail_after(read_timeout):
+                            data = await self.stream.receive_some(READ_SIZE)
                 except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                     break
                 await self.protocol.handle(RawData(bytes(data)))

@@ -34,9 +34,19 @@ def metrics_body() -> bytes:
     return generate_latest()
 
 
+# Methods recorded by name; any other (a client may send any token) counts as OTHER, so the
+# label sets, and the memory they take, stay bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
+
+
 def instrument(app: ASGIApp, role: str, *, serve_metrics: bool = True) -> ASGIApp:
     """Wrap `app`: record every HTTP request and serve ``GET /metrics`` (not with
     `serve_metrics=False`: on the S3 listener `/metrics` is a bucket)."""
+    # The labelled children, looked up once per (method, status): `labels()` takes a lock and
+    # builds its key on every call.
+    counters: dict[tuple[str, int], Any] = {}
+    latencies: dict[str, Any] = {}
+    bytes_in, bytes_out = HTTP_BYTES.labels(role, "in"), HTTP_BYTES.labels(role, "out")
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,11 +85,20 @@ def instrument(app: ASGIApp, role: str, *, serve_metrics: bool = True) -> ASGIAp
         try:
             await app(scope, counting_receive, counting_send)
         finally:
-            HTTP_REQUESTS.labels(role, method, str(state["status"])).inc()
-            HTTP_LATENCY.labels(role, method).observe(time.perf_counter() - started)
+            status = state["status"]
+            if method not in KNOWN_METHODS:
+                method = "OTHER"
+            counter = counters.get((method, status))
+            if counter is None:
+                counter = counters[(method, status)] = HTTP_REQUESTS.labels(role, method, str(status))
+            counter.inc()
+            latency = latencies.get(method)
+            if latency is None:
+                latency = latencies[method] = HTTP_LATENCY.labels(role, method)
+            latency.observe(time.perf_counter() - started)
             if state["in"]:
-                HTTP_BYTES.labels(role, "in").inc(state["in"])
+                bytes_in.inc(state["in"])
             if state["out"]:
-                HTTP_BYTES.labels(role, "out").inc(state["out"])
+                bytes_out.inc(state["out"])
 
     return wrapped
