@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +147,8 @@ class TransferEngine:
         """Store `body` as fragments on replica groups; on any failure or cancellation every
         needle written is deleted or queued for reclaim before the error propagates.
 
-        `size`, when the caller knows it, only chooses the path: a body of at most one fragment
-        is stored inline (no pipeline tasks); whatever the body really holds is stored."""
+        `size`, when the caller knows it, only chooses how: a body of at most one fragment is
+        stored in turn, without pipeline tasks; whatever the body really holds is stored."""
         md5 = hashlib.md5()
         sha = hashlib.sha256() if want_sha256 else None
         state = _UploadState()
@@ -172,14 +171,10 @@ class TransferEngine:
         async def collect(fragment: Fragment) -> None:
             fragments.append(fragment)
 
+        # A body of at most one fragment has nothing to overlap: in turn (no pipeline tasks).
+        limit = 1 if size is not None and size <= self.fragment_size else self.in_flight
         try:
-            if size is not None and size <= self.fragment_size:
-                async with aclosing(hashed()) as pieces:  # one fragment (more only if the
-                    async for piece in pieces:           # body lied, then in turn)
-                        await collect(await store(0, piece))
-            else:
-                await run_ordered(hashed(), store, limit=self.in_flight, sink=collect,
-                                  shared=self.fragment_pool)
+            await run_ordered(hashed(), store, limit=limit, sink=collect, shared=self.fragment_pool)
         except BaseException:
             await self.discard(state.written)
             raise

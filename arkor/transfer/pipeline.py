@@ -61,6 +61,8 @@ async def run_ordered(
     first item without a token, so it can finish and give its tokens back: no deadlock."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    if limit == 1:
+        return await _in_turn(source, fn, sink)
     slots = trio.Semaphore(limit)
     send, recv = trio.open_memory_channel[_Slot[R]](limit)
     count = 0
@@ -119,3 +121,25 @@ async def run_ordered(
         for slot in list(held):  # failed or cancelled: tokens of items never sunk
             give_back(slot)
     return count
+
+
+async def _in_turn(
+    source: AsyncIterable[T], fn: Callable[[int, T], Awaitable[R]], sink: Callable[[R], Awaitable[None]],
+) -> int:
+    """`run_ordered` with a limit of 1: nothing to overlap, so no nursery, tasks or channel (most
+    uploads are one fragment). One item is alive at a time, which is within any `shared` bound
+    without a token (a call's first item never needs one)."""
+    count = 0
+    iterator = source.__aiter__()
+    try:
+        while True:
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return count
+            await sink(await fn(count, item))
+            count += 1
+    finally:
+        if hasattr(iterator, "aclose"):
+            with trio.CancelScope(shield=True):
+                await iterator.aclose()

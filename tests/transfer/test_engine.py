@@ -343,3 +343,68 @@ async def test_run_ordered_keeps_order_and_bound(autojump_clock: trio.testing.Mo
 
     with pytest.raises(ValueError, match="item 5"):  # itself, not an ExceptionGroup
         await run_ordered(source(), boom, limit=3, sink=sink)
+
+
+async def test_run_ordered_with_limit_one_runs_in_turn_and_closes_its_source() -> None:
+    closed: list[bool] = []
+    spawned: list[str] = []
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for i in range(5):
+                yield i
+        finally:
+            closed.append(True)
+
+    class Count(trio.abc.Instrument):
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            spawned.append(task.name)
+
+    out: list[int] = []
+
+    async def sink(value: int) -> None:
+        out.append(value)
+
+    async def double(index: int, item: int) -> int:
+        assert index == item
+        return item * 2
+
+    instrument = Count()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        assert await run_ordered(source(), double, limit=1, sink=sink) == 5
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    assert out == [0, 2, 4, 6, 8] and spawned == [] and closed == [True]
+
+    async def boom(index: int, item: int) -> int:
+        if item == 2:
+            raise ValueError("item 2")
+        return item
+
+    closed.clear()
+    with pytest.raises(ValueError, match="item 2"):
+        await run_ordered(source(), boom, limit=1, sink=sink)
+    assert closed == [True]  # the source is closed at once, not left to the GC
+
+
+async def test_a_one_fragment_upload_with_its_size_starts_no_pipeline_task() -> None:
+    registry = MemoryRegistry(groups=1)
+    engine = make_engine(registry)
+    data = os.urandom(4000)
+    spawned: list[str] = []
+
+    class Count(trio.abc.Instrument):
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            spawned.append(task.name)
+
+    instrument = Count()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        result = await engine.upload(iter_bytes(data), size=len(data))
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    assert not [name for name in spawned if "run_ordered" in name or "produce" in name]
+    assert await read_all(engine, result.fragments, 0, len(data) - 1) == data
+    lying = await engine.upload(iter_bytes(data * 600), size=len(data))  # more than declared
+    assert len(lying.fragments) > 1 and lying.size == len(data) * 600
